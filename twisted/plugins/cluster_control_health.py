@@ -1,0 +1,3 @@
+from wazuhcluster.control.health import HealthAction
+
+health = HealthAction()

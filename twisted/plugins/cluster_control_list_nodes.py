@@ -1,0 +1,3 @@
+from wazuhcluster.control.list_nodes import ListNodesAction
+
+listNodes = ListNodesAction()

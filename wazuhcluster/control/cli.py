@@ -1,0 +1,94 @@
+"""
+C{cluster_control}: ask a running node about its cluster.
+
+    cluster_control --home /var/ossec -l [-fn NODE ...]
+    cluster_control --home /var/ossec -i [more] [-fn NODE ...]
+
+The actions are plugins (L{IControlAction}) found in C{twisted/plugins/}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import IO, Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError
+from twisted.internet.task import react
+from twisted.plugin import getPlugins
+
+from ..config import ConfigError, load_cluster_config
+from ..home import WazuhHome
+from ..protocol.nodeinfo import NotConnectedToMaster
+from .action import IControlAction
+from .client import ControlClient
+
+
+def findActions() -> list[IControlAction]:
+    """Every installed action, in help order."""
+    import twisted.plugins
+
+    return sorted(getPlugins(IControlAction, twisted.plugins), key=lambda a: a.order)
+
+
+def parser(actions: Sequence[IControlAction]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cluster_control", description="Show the state of a Wazuh cluster."
+    )
+    parser.add_argument(
+        "--home",
+        default=os.environ.get("WAZUH_HOME", "/var/ossec"),
+        help="The node's Wazuh home folder (default: $WAZUH_HOME or /var/ossec).",
+    )
+    parser.add_argument(
+        "-fn", "--filter-node", nargs="+", metavar="NODE", help="Only these nodes."
+    )
+    group = parser.add_mutually_exclusive_group(required=True)
+    for action in actions:
+        action.addArguments(group)
+    return parser
+
+
+async def _run(reactor: object, action: IControlAction, arguments: argparse.Namespace,
+               home: WazuhHome, out: IO[str], err: IO[str]) -> int:
+    try:
+        client = await ControlClient.connect(reactor, home.controlSocket)
+    except ConnectError:
+        err.write(
+            f"Error: cannot reach the cluster daemon at {home.controlSocket}: is it running?\n"
+        )
+        return 1
+    try:
+        return await action.run(client, arguments, out)
+    except NotConnectedToMaster:
+        err.write("Error: this worker is not connected to the master; try again later.\n")
+        return 1
+    finally:
+        client.close()
+
+
+def main(argv: Sequence[str] | None = None, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> None:
+    actions = findActions()
+    arguments = parser(actions).parse_args(argv)
+    action = next(a for a in actions if a.isSelected(arguments))
+    home = WazuhHome(os.path.abspath(arguments.home))
+    try:
+        config, _ = load_cluster_config(home.ossecConf)
+    except ConfigError as e:
+        err.write(f"Error: {e}\n")
+        raise SystemExit(1)
+    if config.disabled:
+        err.write("Cluster is not running.\n")
+        raise SystemExit(1)
+
+    def start(reactor: object) -> Deferred:
+        async def run() -> None:
+            status = await _run(reactor, action, arguments, home, out, err)
+            if status:
+                raise SystemExit(status)
+
+        return Deferred.fromCoroutine(run())
+
+    react(start)

@@ -1,0 +1,56 @@
+"""
+C{cluster_control -i [more]}: the health of the cluster's connected nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import IO
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from .action import IControlAction
+from .formatting import date, missingNodes
+
+
+@implementer(IPlugin, IControlAction)
+class HealthAction:
+    order = 20
+
+    def addArguments(self, actions: argparse._MutuallyExclusiveGroup) -> None:
+        actions.add_argument(
+            "-i",
+            "--health",
+            nargs="?",
+            const="basic",
+            choices=("more",),
+            metavar="more",
+            help="Show the cluster's health; 'more' adds details per node.",
+        )
+
+    def isSelected(self, arguments: argparse.Namespace) -> bool:
+        return arguments.health is not None
+
+    async def run(self, client: object, arguments: argparse.Namespace, out: IO[str]) -> int:
+        clusterName, nodes = await client.health()
+        wanted = arguments.filter_node
+        shown = [n for n in nodes if not wanted or n.name in wanted]
+        out.write(f"Cluster name: {clusterName}\n\n")
+        out.write(f"Connected nodes ({len(nodes)}):\n")
+        for node in shown:
+            if arguments.health == "more":
+                out.write(f"\n    {node.name} ({node.address})\n")
+                out.write(f"        Version: {node.version}\n")
+                out.write(f"        Type: {node.type}\n")
+                if node.type == "master":
+                    out.write(f"        Running since: {date(node.connected_since)}\n")
+                else:
+                    out.write(f"        Connected since: {date(node.connected_since)}\n")
+                    out.write(f"        Last keep alive: {date(node.last_keep_alive)}\n")
+            else:
+                detail = f"{node.type}, version {node.version}"
+                if node.type == "worker":
+                    detail += f", last keep alive {date(node.last_keep_alive)}"
+                out.write(f"    {node.name} ({node.address}): {detail}\n")
+        return missingNodes(wanted, [n.name for n in nodes], out)

@@ -1,0 +1,177 @@
+"""
+The master's set of connected workers: who may join, who is alive, who is there.
+
+Admission rules live here, in one place: the cluster name, the node type,
+the version, the master's own name, and duplicate names.  A duplicate is
+not simply refused: the old connection is asked whether it is still alive,
+and if it does not answer (the worker lost its network and came back on a
+new connection) the new connection wins at once, instead of being locked
+out until the master restarts (Wazuh issue #1355).
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .protocol.link import LinkSettings, majorMinor
+from .protocol.master import WorkerConnection
+from .protocol.nodeinfo import NodeHealth, NodeInfo
+from .protocol.workercommands import HelloRefused
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
+
+
+class Fleet(Service):
+    """The workers connected to this master, and the keep-alive watch over them."""
+
+    log = Logger()
+    logTag = "[Master] [Keep alive]"
+
+    def __init__(self, settings: LinkSettings, clock: IReactorTime) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.startedAt = clock.seconds()
+        self._workers: dict[str, WorkerConnection] = {}
+        self._joining: set[str] = set()
+        self._checker = LoopingCall(self.dropSilentWorkers)
+        self._checker.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        self.startedAt = self.clock.seconds()
+        self._checker.start(self.settings.options.check_worker_lastkeepalive, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._checker.running:
+            self._checker.stop()
+
+    @property
+    def workers(self) -> dict[str, WorkerConnection]:
+        """The joined workers by name (read only, please)."""
+        return self._workers
+
+    async def admit(
+        self,
+        connection: WorkerConnection,
+        clusterName: str,
+        nodeName: str,
+        nodeType: str,
+        version: str,
+    ) -> None:
+        """
+        Let C{connection} join as C{nodeName}, or raise L{HelloRefused}
+        with the reason both sides will log.
+        """
+        mine = self.settings
+        if clusterName != mine.clusterName:
+            raise HelloRefused(
+                f"it belongs to cluster '{clusterName}' and this master to '{mine.clusterName}'"
+            )
+        if nodeType != "worker":
+            raise HelloRefused(f"it is a '{nodeType}' node; only workers connect to the master")
+        if not _NODE_NAME.match(nodeName):
+            raise HelloRefused(f"its node name {nodeName!r} is not a valid node name")
+        if nodeName == mine.nodeName:
+            raise HelloRefused(f"its node name '{nodeName}' is the master's own name")
+        if majorMinor(version) != majorMinor(mine.version):
+            raise HelloRefused(
+                f"its version {version} differs from the master's {mine.version}"
+                " (major.minor must match)"
+            )
+        if nodeName in self._joining:
+            raise HelloRefused(f"another connection named '{nodeName}' is joining right now")
+        existing = self._workers.get(nodeName)
+        if existing is not None:
+            self._joining.add(nodeName)
+            try:
+                alive = await existing.ping(self.settings.options.handshake_timeout / 2)
+            finally:
+                self._joining.discard(nodeName)
+            if alive and not existing.lost:
+                raise HelloRefused(
+                    f"a node named '{nodeName}' is already connected from {existing.address}"
+                )
+            self.log.warn(
+                "Worker {name}: its connection from {old} no longer answers;"
+                " the new connection from {new} replaces it.",
+                name=nodeName,
+                old=existing.address,
+                new=connection.address,
+            )
+            self._remove(existing)
+            existing.transport.abortConnection()
+        if connection.lost:
+            raise HelloRefused("its connection closed while it was joining")
+        self._workers[nodeName] = connection
+
+    def _remove(self, connection: WorkerConnection) -> bool:
+        if self._workers.get(connection.nodeName) is connection:
+            del self._workers[connection.nodeName]
+            return True
+        return False
+
+    def leave(self, connection: WorkerConnection, reason: Failure) -> None:
+        """A joined worker's connection closed."""
+        if self._remove(connection):
+            self.log.info(
+                "Worker {name} disconnected ({why}).",
+                name=connection.nodeName,
+                why=reason.getErrorMessage(),
+            )
+
+    def dropSilentWorkers(self) -> None:
+        """Drop the workers silent for longer than C{max_allowed_time_without_keepalive}."""
+        limit = self.settings.options.max_allowed_time_without_keepalive
+        now = self.clock.seconds()
+        for connection in list(self._workers.values()):
+            silence = now - connection.lastKeepAlive
+            if silence > limit:
+                self.log.warn(
+                    "No keep-alive from worker {name} for {silence:.0f} seconds"
+                    " (limit {limit}); disconnecting it.",
+                    name=connection.nodeName,
+                    silence=silence,
+                    limit=limit,
+                )
+                self._remove(connection)
+                connection.transport.abortConnection()
+
+    def nodes(self) -> list[NodeInfo]:
+        """The master, then the workers by name."""
+        mine = self.settings
+        return [NodeInfo(mine.nodeName, mine.masterAddress, "master", mine.version)] + [
+            NodeInfo(name, c.address, "worker", c.version)
+            for name, c in sorted(self._workers.items())
+        ]
+
+    def health(self) -> list[NodeHealth]:
+        """The master, then each worker with its connection times."""
+        mine = self.settings
+        return [
+            NodeHealth(
+                mine.nodeName, mine.masterAddress, "master", mine.version, self.startedAt, 0.0
+            )
+        ] + [
+            NodeHealth(name, c.address, "worker", c.version, c.connectedSince, c.lastKeepAlive)
+            for name, c in sorted(self._workers.items())
+        ]
+
+
+class FleetView:
+    """What the master's control socket shows: the fleet, answered locally."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    async def nodes(self) -> list[NodeInfo]:
+        return self.fleet.nodes()
+
+    async def health(self) -> tuple[str, list[NodeHealth]]:
+        return self.fleet.settings.clusterName, self.fleet.health()

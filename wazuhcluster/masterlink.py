@@ -1,0 +1,220 @@
+"""
+A worker's permanent link to the master: connect, join, keep alive, reconnect.
+
+C{ClientService} keeps the connection: it retries forever with a capped,
+jittered backoff, and counts a connection only once the handshake (run as
+its C{prepareConnection}) has succeeded, so a refused or half-done handshake
+is just one more failed attempt.  While joined, a keep-alive goes to the
+master every C{keep_alive} seconds; after C{max_failed_keepalive_attempts}
+unanswered ones in a row the worker drops the connection and reconnects.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .protocol.link import LinkSettings
+from .protocol.nodeinfo import AsksAboutNodes, NotConnectedToMaster
+from .protocol.worker import HandshakeFailed, MasterConnection, MasterConnectionFactory
+from .protocol.workercommands import KeepAlive
+
+
+def retryPolicy(connectionRetry: float, jitter: Callable[[], float] = random.random) -> Callable[[int], float]:
+    """
+    Wait between attempts: from a fraction of a second up to
+    C{connection_retry} seconds, growing by half each time, plus up to a
+    tenth more at random so that workers restarted together do not all
+    knock at the same instant.
+    """
+    return backoffPolicy(
+        initialDelay=min(0.5, connectionRetry),
+        maxDelay=connectionRetry,
+        factor=1.5,
+        jitter=lambda: jitter() * connectionRetry / 10,
+    )
+
+
+@implementer(IHandshakeListener)
+class _JoinGate(Protocol):
+    """
+    Sits between the TLS transport and C{ClientService}'s protocol proxy and
+    lets the proxy hear of a lost connection only if that connection joined.
+
+    Why: C{ClientService} (Twisted 26.10) has no transition for a connection
+    lost while it is connecting or waiting, which is exactly what happens to
+    a connection whose C{prepareConnection} (our handshake) failed: it logs
+    C{NoTransition} with a traceback on every refused attempt.  For those
+    connections the gate tells our protocol alone.
+    """
+
+    def __init__(self, proxy: IProtocol, connection: MasterConnection) -> None:
+        self.proxy = proxy
+        self.connection = connection
+
+    def makeConnection(self, transport: object) -> None:
+        self.transport = transport
+        self.proxy.makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.proxy.dataReceived(data)
+
+    def handshakeCompleted(self) -> None:
+        self.connection.handshakeCompleted()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.connection.joined:
+            self.proxy.connectionLost(reason)
+        else:
+            self.connection.connectionLost(reason)
+
+
+@implementer(IProtocolFactory)
+class _JoinGateFactory:
+    def __init__(self, wrapped: IProtocolFactory, ours: MasterConnectionFactory) -> None:
+        self.wrapped = wrapped
+        self.ours = ours
+
+    def doStart(self) -> None:
+        self.wrapped.doStart()
+
+    def doStop(self) -> None:
+        self.wrapped.doStop()
+
+    def buildProtocol(self, addr: object) -> IProtocol | None:
+        proxy = self.wrapped.buildProtocol(addr)
+        if proxy is None:
+            return None
+        return _JoinGate(proxy, self.ours.lastBuilt)
+
+
+@implementer(IStreamClientEndpoint)
+class _JoinGateEndpoint:
+    def __init__(self, endpoint: IStreamClientEndpoint, ours: MasterConnectionFactory) -> None:
+        self.endpoint = endpoint
+        self.ours = ours
+
+    def connect(self, factory: IProtocolFactory) -> Deferred:
+        connecting = self.endpoint.connect(_JoinGateFactory(factory, self.ours))
+        return connecting.addCallback(lambda gate: gate.proxy)
+
+
+class MasterLink(MultiService, AsksAboutNodes):
+    """The worker's connection to the master, and what it asks the master."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        endpoint: IStreamClientEndpoint,
+        clock: IReactorTime,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.clock = clock
+        self.connection: MasterConnection | None = None
+        self.failedKeepAlives = 0
+        factory = MasterConnectionFactory(settings)
+        self._service = ClientService(
+            _JoinGateEndpoint(endpoint, factory),
+            factory,
+            retryPolicy=retryPolicy(settings.options.connection_retry, jitter),
+            clock=clock,
+            prepareConnection=self._join,
+        )
+        self._service.setServiceParent(self)
+        self._keepAlive = LoopingCall(self.sendKeepAlive)
+        self._keepAlive.clock = clock
+
+    @property
+    def logTag(self) -> str:
+        return f"[Worker {self.settings.nodeName}] [Main]"
+
+    def _join(self, protocol: MasterConnection) -> Deferred[None]:
+        joining = Deferred.fromCoroutine(protocol.join())
+        return joining.addCallbacks(
+            lambda _: self._joined(protocol), self._joinFailed, errbackArgs=(protocol,)
+        )
+
+    def _joined(self, protocol: MasterConnection) -> None:
+        self.connection = protocol
+        self.failedKeepAlives = 0
+        self.log.info(
+            "Successfully connected to master {name} ({peer}).",
+            name=protocol.masterName,
+            peer=protocol.peerDescription(),
+        )
+        protocol.whenLost().addCallback(self._lost, protocol)
+        self._keepAlive.start(self.settings.options.keep_alive, now=False).addErrback(
+            lambda f: self.log.failure("Keep-alive cycle stopped", f)
+        )
+
+    def _joinFailed(self, failure: Failure, protocol: MasterConnection) -> Failure:
+        if failure.check(HandshakeFailed):
+            why = failure.getErrorMessage()
+        else:
+            why = f"connection lost during the handshake ({failure.getErrorMessage()})"
+        self.log.error("Could not connect to master: {why}. Retrying.", why=why)
+        if protocol.transport is not None:
+            protocol.transport.abortConnection()
+        return failure
+
+    def _lost(self, _: object, protocol: MasterConnection) -> None:
+        if self.connection is protocol:
+            self.connection = None
+            if self._keepAlive.running:
+                self._keepAlive.stop()
+            if self.running:
+                self.log.error("Lost connection to master. Reconnecting.")
+
+    def sendKeepAlive(self) -> Deferred[None] | None:
+        """
+        One keep-alive; it must be answered before the next is due.  Never
+        raises, so the cycle never dies.
+        """
+        connection = self.connection
+        if connection is None:
+            return None
+        d = connection.callRemote(KeepAlive)
+        d.addTimeout(self.settings.options.keep_alive, self.clock)
+
+        def answered(_: object) -> None:
+            self.failedKeepAlives = 0
+
+        def failed(failure: Failure) -> None:
+            self.failedKeepAlives += 1
+            limit = self.settings.options.max_failed_keepalive_attempts
+            self.log.warn(
+                "Keep-alive {n} of {limit} not answered by the master ({why}).",
+                n=self.failedKeepAlives,
+                limit=limit,
+                why=failure.getErrorMessage(),
+            )
+            if self.failedKeepAlives >= limit and connection.transport is not None:
+                self.log.error("The master stopped answering keep-alives; disconnecting.")
+                connection.transport.abortConnection()
+
+        return d.addCallbacks(answered, failed)
+
+    def answeringPeer(self) -> MasterConnection:
+        if self.connection is None:
+            raise NotConnectedToMaster("this worker is not connected to the master")
+        return self.connection

@@ -1,0 +1,120 @@
+"""
+Building a node: the one place where the parts of a master or a worker meet.
+
+L{loadNode} reads and checks everything a node needs (configuration,
+internal options, TLS material) before anything starts, so a bad setting
+stops the daemon with one clear line and no port opened.  L{makeNodeService}
+wires the parts into a service tree; tests pass their own reactor or clock.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from attrs import frozen
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import HostnameEndpoint, SSL4ServerEndpoint, wrapClientTLS
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from . import __version__
+from .config import ClusterConfig, ConfigError, load_cluster_config
+from .control.server import controlSocketService
+from .fleet import Fleet, FleetView
+from .home import WazuhHome
+from .internal_options import InternalOptions, load_internal_options
+from .masterlink import MasterLink
+from .protocol.link import LinkSettings
+from .protocol.master import WorkerConnectionFactory
+from .tls import clientOptions, loadTLSMaterial, serverOptions
+
+
+@frozen
+class NodeSetup:
+    """Everything checked and loaded that a node needs to start."""
+
+    configPath: str
+    home: WazuhHome
+    config: ClusterConfig
+    options: InternalOptions
+    warnings: tuple[str, ...]
+
+
+def loadNode(configPath: str, home: str | None = None) -> NodeSetup:
+    """
+    Read the configuration of a node; raise L{ConfigError} naming the problem.
+    """
+    wazuhHome = WazuhHome.forConfig(configPath, home)
+    config, warnings = load_cluster_config(configPath)
+    options = load_internal_options(wazuhHome.internalOptions)
+    return NodeSetup(configPath, wazuhHome, config, options, tuple(warnings))
+
+
+class NodeService(MultiService):
+    """The service tree of one node; says clearly why it cannot listen."""
+
+    log = Logger()
+
+    def __init__(self, setup: NodeSetup) -> None:
+        super().__init__()
+        self.setup = setup
+        kind = "Master" if setup.config.is_master else f"Worker {setup.config.node_name}"
+        self.logTag = f"[{kind}] [Main]"
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = os.strerror(e.socketError.errno) if getattr(e.socketError, "errno", None) else str(e.socketError)
+            message = f"cannot listen on {e.interface or '0.0.0.0'}:{e.port}: {reason}"
+            if isinstance(e.port, str):
+                message = f"cannot open the control socket {e.port}: {reason} (is another node running with this home?)"
+            print(f"wazuh-clusterd: CRITICAL: {message}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    def startService(self) -> None:
+        for warning in self.setup.warnings:
+            self.log.warn("{warning}", warning=warning)
+        config = self.setup.config
+        self.log.info(
+            "Starting {type} node {name} of cluster {cluster} (version {version}, home {home}).",
+            type=config.node_type,
+            name=config.node_name,
+            cluster=config.name,
+            version=__version__,
+            home=self.setup.home.root,
+        )
+        super().startService()
+
+
+def makeNodeService(setup: NodeSetup, reactor: object) -> NodeService:
+    """The service tree of a master or a worker, ready to start."""
+    config, home = setup.config, setup.home
+    home.makeFolders()
+    tls = loadTLSMaterial(home, config, setup.configPath)
+    settings = LinkSettings.fromConfig(config, setup.options, tls, __version__)
+    node = NodeService(setup)
+    if config.is_master:
+        fleet = Fleet(settings, reactor)
+        fleet.setServiceParent(node)
+        listening = StreamServerEndpointService(
+            SSL4ServerEndpoint(reactor, config.port, serverOptions(tls), interface=config.bind_addr),
+            WorkerConnectionFactory(fleet, settings, reactor),
+        )
+        listening._raiseSynchronously = True
+        listening.setServiceParent(node)
+        view = FleetView(fleet)
+    else:
+        endpoint = wrapClientTLS(
+            clientOptions(tls), HostnameEndpoint(reactor, config.master_address, config.port)
+        )
+        link = MasterLink(settings, endpoint, reactor)
+        link.setServiceParent(node)
+        view = link
+    controlSocketService(reactor, home.controlSocket, view).setServiceParent(node)
+    return node
+
+
+__all__ = ["ConfigError", "NodeSetup", "NodeService", "loadNode", "makeNodeService"]

@@ -1,0 +1,234 @@
+"""
+The master's end of a worker's connection: the handshake, then the worker's
+requests.
+
+A connection costs nothing until it proves the cluster key and says hello:
+it holds no place in the fleet, and if it does not finish the handshake in
+C{handshake_timeout} seconds (a load balancer's health check, a port scanner,
+a half-open socket) it is closed; only a debug line records it when it never
+said a word.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from ..tls import channelBinding, peerCertificate
+from .link import LinkSettings
+from .mastercommands import Ping
+from .nodeinfo import GetHealth, ListNodes, checkedPage, toBoxes
+from .sealed import SealedAMP
+from .sealing import keyProof, proofMatches, sealersFor
+from .workercommands import (
+    NONCE_SIZE,
+    Authenticate,
+    Hello,
+    HelloRefused,
+    KeepAlive,
+    KeyRefused,
+    ProveKey,
+)
+
+if TYPE_CHECKING:
+    from ..fleet import Fleet
+
+
+class WorkerConnection(SealedAMP):
+    """The master's end of one worker's connection."""
+
+    log = Logger()
+    unsealedCommands = frozenset({Authenticate.commandName, ProveKey.commandName})
+
+    def __init__(self, fleet: "Fleet", settings: LinkSettings, clock: IReactorTime) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.settings = settings
+        self.clock = clock
+        self.nodeName: str | None = None
+        self.version = ""
+        self.connectedSince = 0.0
+        self.lastKeepAlive = 0.0
+        self.lost = False
+        self._workerNonce: bytes | None = None
+        self._masterNonce: bytes | None = None
+        self._spoke = False
+        self._handshakeTimer: IDelayedCall | None = None
+
+    @property
+    def logTag(self) -> str:
+        if self.nodeName is None:
+            return "[Master] [Handshake]"
+        return f"[Worker {self.nodeName}] [Main]"
+
+    @property
+    def address(self) -> str:
+        """The worker's IP address as the master sees it."""
+        return str(getattr(self.transport.getPeer(), "host", ""))
+
+    @property
+    def joined(self) -> bool:
+        return self.nodeName is not None
+
+    def peerName(self) -> str:
+        if self.nodeName is None:
+            return self.peerDescription()
+        return f"{self.nodeName} ({self.peerDescription()})"
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._handshakeTimer = self.clock.callLater(
+            self.settings.options.handshake_timeout, self._handshakeExpired
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        self._spoke = True
+        super().dataReceived(data)
+
+    def _handshakeExpired(self) -> None:
+        self._handshakeTimer = None
+        if self._spoke:
+            self.log.warn(
+                "Closing connection from {peer}: it did not complete the handshake"
+                " in {timeout} seconds.",
+                peer=self.peerDescription(),
+                timeout=self.settings.options.handshake_timeout,
+            )
+        else:
+            self.log.debug(
+                "Closing silent connection from {peer} (a health check or a port scan).",
+                peer=self.peerDescription(),
+            )
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost = True
+        if self._handshakeTimer is not None and self._handshakeTimer.active():
+            self._handshakeTimer.cancel()
+        self._handshakeTimer = None
+        if self.joined:
+            self.fleet.leave(self, reason)
+        super().connectionLost(reason)
+
+    def _closeSoon(self) -> None:
+        """Close after the answer being sent now has gone out."""
+        self.clock.callLater(0, self.transport.loseConnection)
+
+    @Authenticate.responder
+    def authenticate(self, worker_nonce: bytes) -> dict[str, Any]:
+        if self._workerNonce is not None or len(worker_nonce) != NONCE_SIZE:
+            self.dropPeer("sent a malformed or repeated handshake")
+            return Deferred()
+        self._workerNonce = worker_nonce
+        self._masterNonce = os.urandom(NONCE_SIZE)
+        return {"master_nonce": self._masterNonce}
+
+    @ProveKey.responder
+    def proveKey(self, proof: bytes) -> dict[str, Any]:
+        if self._masterNonce is None or self.sealed or self._pendingSealing is not None:
+            self.dropPeer("sent its key proof out of order")
+            return Deferred()
+        binding = channelBinding(
+            self.transport, self.settings.certificate, peerCertificate(self.transport)
+        )
+        transcript = self._workerNonce + self._masterNonce + binding
+        if not proofMatches(keyProof(self.settings.root, b"worker", transcript), proof):
+            self.log.warn(
+                "Refused connection from {peer}: it failed to prove it holds the cluster"
+                " key (its <key> differs from the master's).",
+                peer=self.peerDescription(),
+            )
+            self._closeSoon()
+            raise KeyRefused("wrong cluster key: this node's <key> differs from the master's")
+        self.startSealingAfterAnswer(
+            *sealersFor("master", self.settings.root, self._workerNonce, self._masterNonce, binding)
+        )
+        return {"proof": keyProof(self.settings.root, b"master", transcript)}
+
+    @Hello.responder
+    def hello(self, cluster_name: str, node_name: str, node_type: str, version: str) -> Deferred:
+        if self.joined:
+            self.dropPeer("said hello twice")
+            return Deferred()
+        admitted = Deferred.fromCoroutine(
+            self.fleet.admit(self, cluster_name, node_name, node_type, version)
+        )
+
+        def accepted(_: object) -> dict[str, str]:
+            if self._handshakeTimer is not None and self._handshakeTimer.active():
+                self._handshakeTimer.cancel()
+            self._handshakeTimer = None
+            self.nodeName, self.version = node_name, version
+            self.connectedSince = self.lastKeepAlive = self.clock.seconds()
+            self.log.info(
+                "Worker {name} connected from {address} (version {version}).",
+                name=node_name,
+                address=self.address,
+                version=version,
+            )
+            return {"master_name": self.settings.nodeName}
+
+        def refused(failure: Failure) -> Failure:
+            failure.trap(HelloRefused)
+            self.log.warn(
+                "Refused connection from {peer} (node {name}): {why}.",
+                peer=self.peerDescription(),
+                name=node_name,
+                why=failure.getErrorMessage(),
+            )
+            self._closeSoon()
+            return failure
+
+        return admitted.addCallbacks(accepted, refused)
+
+    @KeepAlive.responder
+    def keepAlive(self) -> dict[str, Any]:
+        if not self.joined:
+            self.dropPeer("sent a keep-alive before saying hello")
+            return Deferred()
+        self.lastKeepAlive = self.clock.seconds()
+        self.log.debug("Keep-alive received.")
+        return {}
+
+    @ListNodes.responder
+    def listNodes(self, offset: int, limit: int) -> dict[str, Any]:
+        nodes = self.fleet.nodes()
+        return {"nodes": toBoxes(nodes[checkedPage(offset, limit)]), "total": len(nodes)}
+
+    @GetHealth.responder
+    def getHealth(self, offset: int, limit: int) -> dict[str, Any]:
+        nodes = self.fleet.health()
+        return {
+            "cluster_name": self.settings.clusterName,
+            "nodes": toBoxes(nodes[checkedPage(offset, limit)]),
+            "total": len(nodes),
+        }
+
+    def ping(self, timeout: float) -> Deferred:
+        """Fires with C{True} if the worker answers within C{timeout}, else C{False}."""
+        d = self.callRemote(Ping)
+        d.addTimeout(timeout, self.clock)
+        return d.addCallbacks(lambda _: True, lambda _: False)
+
+
+class WorkerConnectionFactory(ServerFactory):
+    """Makes a L{WorkerConnection} for each TLS connection to the master."""
+
+    noisy = False
+
+    def __init__(self, fleet: "Fleet", settings: LinkSettings, clock: IReactorTime) -> None:
+        self.fleet = fleet
+        self.settings = settings
+        self.clock = clock
+
+    def buildProtocol(self, addr: object) -> amp.AMP:
+        protocol = WorkerConnection(self.fleet, self.settings, self.clock)
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,127 @@
+"""
+What the cluster tells about its nodes, on the wire and to operators.
+
+The same typed AMP lists serve the cluster link (a worker asking the master)
+and the local control socket (cluster_control asking its node), so a node
+list has one shape everywhere.  Lists travel in pages so that no message
+outgrows one AMP value, however many workers there are.
+"""
+
+from __future__ import annotations
+
+from attrs import asdict, frozen
+from twisted.protocols import amp
+
+#: Nodes per page: each entry is bounded (names of 64 characters at most),
+#: so a page stays far below one AMP value.
+PAGE_SIZE = 100
+
+
+@frozen
+class NodeInfo:
+    """One node as C{cluster_control -l} lists it."""
+
+    name: str
+    address: str
+    type: str
+    version: str
+
+
+@frozen
+class NodeHealth:
+    """One connected node as C{cluster_control -i} describes it."""
+
+    name: str
+    address: str
+    type: str
+    version: str
+    connected_since: float
+    last_keep_alive: float
+
+
+def toBoxes(items: list) -> list[dict]:
+    """Items as the dicts an AMP list carries."""
+    return [asdict(item) for item in items]
+
+
+NODE_LIST = amp.AmpList(
+    [
+        (b"name", amp.Unicode()),
+        (b"address", amp.Unicode()),
+        (b"type", amp.Unicode()),
+        (b"version", amp.Unicode()),
+    ]
+)
+
+HEALTH_LIST = amp.AmpList(
+    [
+        (b"name", amp.Unicode()),
+        (b"address", amp.Unicode()),
+        (b"type", amp.Unicode()),
+        (b"version", amp.Unicode()),
+        (b"connected_since", amp.Float()),
+        (b"last_keep_alive", amp.Float()),
+    ]
+)
+
+
+class NotConnectedToMaster(Exception):
+    """A worker was asked something only the master knows while disconnected."""
+
+
+class ListNodes(amp.Command):
+    """A page of the nodes of the cluster, master first."""
+
+    arguments = [(b"offset", amp.Integer()), (b"limit", amp.Integer())]
+    response = [(b"nodes", NODE_LIST), (b"total", amp.Integer())]
+    errors = {NotConnectedToMaster: b"NOT_CONNECTED_TO_MASTER"}
+
+
+class GetHealth(amp.Command):
+    """The cluster name and a page of the connected nodes' health, master first."""
+
+    arguments = [(b"offset", amp.Integer()), (b"limit", amp.Integer())]
+    response = [
+        (b"cluster_name", amp.Unicode()),
+        (b"nodes", HEALTH_LIST),
+        (b"total", amp.Integer()),
+    ]
+    errors = {NotConnectedToMaster: b"NOT_CONNECTED_TO_MASTER"}
+
+
+def checkedPage(offset: int, limit: int) -> slice:
+    """The slice a page request asks for, with its limit capped at L{PAGE_SIZE}."""
+    return slice(max(offset, 0), max(offset, 0) + min(max(limit, 0), PAGE_SIZE))
+
+
+class AsksAboutNodes:
+    """
+    C{nodes()} and C{health()} asked, page by page, of a peer that answers
+    L{ListNodes} and L{GetHealth}: the master (for a worker), or a node's
+    control socket (for C{cluster_control}).
+    """
+
+    def answeringPeer(self) -> amp.AMP:
+        """The connection to ask; raises if there is none."""
+        raise NotImplementedError
+
+    async def _allPages(self, command: type[amp.Command]) -> tuple[dict, list[dict]]:
+        peer = self.answeringPeer()
+        first = await peer.callRemote(command, offset=0, limit=PAGE_SIZE)
+        items = list(first["nodes"])
+        while len(items) < first["total"]:
+            page = await peer.callRemote(command, offset=len(items), limit=PAGE_SIZE)
+            if not page["nodes"]:
+                break
+            items.extend(page["nodes"])
+        return first, items
+
+    async def nodes(self) -> list[NodeInfo]:
+        """The nodes of the cluster, master first."""
+        _, items = await self._allPages(ListNodes)
+        return [NodeInfo(**item) for item in items]
+
+    async def health(self) -> tuple[str, list[NodeHealth]]:
+        """The cluster name and the connected nodes' health, master first."""
+        first, items = await self._allPages(GetHealth)
+        return first["cluster_name"], [NodeHealth(**item) for item in items]

@@ -1,0 +1,169 @@
+"""
+AMP whose boxes travel sealed: the base protocol of every cluster connection.
+
+Until the key proof of the handshake succeeds, only the handshake commands
+may cross, in clear (inside TLS).  From then on every box, in both directions,
+is serialised, sealed by L{wazuhcluster.protocol.sealing} and sent as the one
+value of an outer box.  Sealing the whole box, not single values, means the
+command names, ask tags and errors are sealed too, and every message carries
+a sequence number.  The price is one rule that all commands follow: a whole
+box, once serialised, fits in one AMP value (L{MAX_MESSAGE} bytes).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterable
+
+from twisted.internet.interfaces import IAddress
+from twisted.protocols import amp
+
+from twisted.logger import Logger
+from .sealing import SEAL_OVERHEAD, Opener, Sealer, SealingError
+
+#: The largest serialised box a sealed message can carry.
+MAX_MESSAGE = 0xFFFF - SEAL_OVERHEAD
+
+#: The key of the one value of an outer, sealed box.
+SEALED_KEY = b"s"
+
+#: Most keys a box may have: ours have a handful.  Bounds what a peer can
+#: make us hold before a box is complete.
+MAX_KEYS_PER_BOX = 64
+
+_LENGTH = struct.Struct("!H")
+
+
+class ProtocolViolation(Exception):
+    """The peer broke the protocol; the connection is dropped."""
+
+
+def decodeBox(data: bytes) -> amp.AmpBox:
+    """
+    Decode exactly one serialised AMP box, strictly: no trailing bytes, no
+    duplicate keys, no more than L{MAX_KEYS_PER_BOX} keys.
+    """
+    box = amp.AmpBox()
+    offset, end = 0, len(data)
+    while True:
+        if offset + 2 > end:
+            raise ProtocolViolation("sealed box is truncated")
+        (keyLength,) = _LENGTH.unpack_from(data, offset)
+        offset += 2
+        if keyLength == 0:
+            break
+        key = data[offset : offset + keyLength]
+        offset += keyLength
+        if len(key) != keyLength or offset + 2 > end:
+            raise ProtocolViolation("sealed box is truncated")
+        (valueLength,) = _LENGTH.unpack_from(data, offset)
+        offset += 2
+        value = data[offset : offset + valueLength]
+        offset += valueLength
+        if len(value) != valueLength:
+            raise ProtocolViolation("sealed box is truncated")
+        if key in box:
+            raise ProtocolViolation("sealed box repeats a key")
+        if len(box) >= MAX_KEYS_PER_BOX:
+            raise ProtocolViolation("sealed box has too many keys")
+        box[key] = value
+    if offset != end:
+        raise ProtocolViolation("sealed box is followed by stray bytes")
+    return box
+
+
+def describePeer(address: IAddress | None) -> str:
+    """C{host:port} of a peer, for log lines."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    return f"{host}:{port}" if host is not None else str(address)
+
+
+class SealedAMP(amp.AMP):
+    """
+    An AMP connection that refuses everything but L{unsealedCommands} until
+    L{startSealing}, and everything unsealed afterwards.
+    """
+
+    #: Names of the commands a peer may send before sealing starts.
+    unsealedCommands: Iterable[bytes] = ()
+
+    log = Logger()
+    logTag = "[Cluster]"
+    _sealer: Sealer | None = None
+    _opener: Opener | None = None
+    _pendingSealing: tuple[Sealer, Opener] | None = None
+
+    @property
+    def sealed(self) -> bool:
+        """Whether this connection's boxes are sealed yet."""
+        return self._sealer is not None
+
+    def peerDescription(self) -> str:
+        """How the log names the other end of this connection."""
+        return describePeer(self.transport.getPeer() if self.transport else None)
+
+    def startSealing(self, sealer: Sealer, opener: Opener) -> None:
+        """Seal everything from now on, both ways."""
+        self._sealer, self._opener = sealer, opener
+
+    def startSealingAfterAnswer(self, sealer: Sealer, opener: Opener) -> None:
+        """
+        Seal everything after the next answer this side sends: the answer to
+        the key proof travels in clear, since the peer cannot open anything
+        before it has read it.
+        """
+        self._pendingSealing = (sealer, opener)
+
+    def sendBox(self, box: amp.AmpBox) -> None:
+        if self._sealer is None:
+            super().sendBox(box)
+            if self._pendingSealing is not None and amp.ANSWER in box:
+                self.startSealing(*self._pendingSealing)
+                self._pendingSealing = None
+            return
+        inner = box.serialize()
+        if len(inner) > MAX_MESSAGE:
+            raise amp.TooLong(False, False, b"<sealed box>", len(inner))
+        super().sendBox(amp.AmpBox({SEALED_KEY: self._sealer.seal(inner)}))
+
+    def proto_value(self, string: bytes) -> str:
+        # Bound what a peer can make us buffer before a box is complete.
+        if self._currentBox is not None and len(self._currentBox) >= MAX_KEYS_PER_BOX:
+            self.dropPeer("sent a box with too many keys")
+            return "key"
+        return super().proto_value(string)
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        try:
+            box = self._unsealed(box)
+        except (SealingError, ProtocolViolation) as e:
+            self.dropPeer(str(e))
+            return
+        super().ampBoxReceived(box)
+
+    def _unsealed(self, box: amp.AmpBox) -> amp.AmpBox:
+        if self._opener is None:
+            if SEALED_KEY in box:
+                raise ProtocolViolation("sent a sealed message before the key proof")
+            command = box.get(amp.COMMAND)
+            if command is not None and command not in self.unsealedCommands:
+                raise ProtocolViolation(
+                    f"sent {command.decode('ascii', 'replace')!r} before proving the cluster key"
+                )
+            return box
+        if list(box) != [SEALED_KEY]:
+            raise ProtocolViolation("sent an unsealed message after the key proof")
+        return decodeBox(self._opener.open(box[SEALED_KEY]))
+
+    def dropPeer(self, why: str) -> None:
+        """Log why the peer is dropped, naming it, and drop it at once."""
+        self.log.error(
+            "Dropping connection with {peer}: {why}.", peer=self.peerName(), why=why
+        )
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def peerName(self) -> str:
+        """The peer's node name when known, else its address."""
+        return self.peerDescription()
