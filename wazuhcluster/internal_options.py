@@ -1,0 +1,198 @@
+"""
+Read the cluster's cycle timings from ``HOME/etc/local_internal_options.conf``.
+
+Wazuh keeps tuning knobs that operators rarely touch in "internal options":
+C{daemon.option=value} lines shared by all its daemons.  The cluster's
+keep-alive, retry and synchronisation periods live there under C{cluster.}
+(and the log level under C{wazuh_clusterd.debug}), so that a test or a busy
+site can change them without editing ``ossec.conf``.  Options of other
+daemons are left alone; a mistyped cluster option is an error, because a
+silently ignored timing is worse than a refusal to start.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable
+
+from attrs import evolve, frozen
+
+from wazuhcluster.config import ConfigError
+
+__all__ = [
+    "InternalOptions",
+    "InternalOptionsError",
+    "load_internal_options",
+    "parse_internal_options",
+]
+
+
+class InternalOptionsError(ConfigError):
+    """
+    A problem in the internal options file.
+
+    C{str(err)} is one line, C{FILE:LINE: ...}, naming the option and the fix.
+    """
+
+
+@frozen
+class InternalOptions:
+    """
+    The cluster's cycle timings, in seconds, and its debug level.
+
+    The defaults are Wazuh's.  Fractions of a second are allowed so that tests
+    can run the cycles quickly.
+    """
+
+    keep_alive: float = 60.0
+    max_failed_keepalive_attempts: int = 2
+    connection_retry: float = 10.0
+    check_worker_lastkeepalive: float = 60.0
+    max_allowed_time_without_keepalive: float = 120.0
+    handshake_timeout: float = 10.0
+    recalculate_integrity: float = 8.0
+    sync_integrity: float = 9.0
+    sync_agent_info: float = 10.0
+    timeout_receiving_file: float = 120.0
+    agent_disconnection_time: float = 600.0
+    debug: int = 0
+
+
+_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_WHOLE = re.compile(r"[0-9]+")
+
+
+def _seconds(value: str) -> float:
+    """A duration: a decimal number of seconds, more than zero."""
+    if _DECIMAL.fullmatch(value):
+        seconds = float(value)
+        if seconds > 0 and math.isfinite(seconds):
+            return seconds
+    raise ValueError("must be a number of seconds greater than 0, such as 10 or 0.5")
+
+
+def _attempts(value: str) -> int:
+    """A count of attempts: a whole number, at least 1."""
+    if _WHOLE.fullmatch(value) and int(value) >= 1:
+        return int(value)
+    raise ValueError("must be a whole number of at least 1")
+
+
+def _debug_level(value: str) -> int:
+    """Wazuh's debug level: 0, 1 or 2."""
+    if _WHOLE.fullmatch(value) and int(value) <= 2:
+        return int(value)
+    raise ValueError("must be 0, 1 or 2")
+
+
+_SECONDS_FIELDS = (
+    "keep_alive",
+    "connection_retry",
+    "check_worker_lastkeepalive",
+    "max_allowed_time_without_keepalive",
+    "handshake_timeout",
+    "recalculate_integrity",
+    "sync_integrity",
+    "sync_agent_info",
+    "timeout_receiving_file",
+    "agent_disconnection_time",
+)
+
+#: Option name in the file -> (field of InternalOptions, value parser).
+OPTIONS: dict[str, tuple[str, Callable[[str], float | int]]] = {
+    **{f"cluster.{name}": (name, _seconds) for name in _SECONDS_FIELDS},
+    "cluster.max_failed_keepalive_attempts": (
+        "max_failed_keepalive_attempts",
+        _attempts,
+    ),
+    "wazuh_clusterd.debug": ("debug", _debug_level),
+}
+
+
+def load_internal_options(path: str) -> InternalOptions:
+    """
+    Read the internal options file at C{path}.
+
+    A missing file means Wazuh's defaults, as in Wazuh, where the local file
+    is optional; any other problem raises L{InternalOptionsError}.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return InternalOptions()
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise InternalOptionsError(
+            f"{path}: cannot read the internal options file ({reason}); check "
+            f"that this user may read it"
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise InternalOptionsError(
+            f"{path}:{line}: the file is not UTF-8 text; save it as UTF-8"
+        ) from None
+    return parse_internal_options(text, path)
+
+
+def parse_internal_options(text: str, source: str) -> InternalOptions:
+    """
+    Parse internal options text; C{source} is the file name used in messages.
+
+    Lines are C{daemon.option=value}, with optional spaces around C{=}; C{#}
+    starts a comment.  When an option is given twice the last one wins, as in
+    Wazuh.
+    """
+    values: dict[str, float | int] = {}
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for number, line in enumerate(lines, start=1):
+        content = line.split("#", 1)[0].strip()
+        if not content:
+            continue
+        where = f"{source}:{number}"
+        if "=" not in content:
+            raise InternalOptionsError(
+                f"{where}: {_show(content)} is not an option line; write "
+                f"daemon.option=value, or start the line with # to comment it"
+            )
+        name, value = (part.strip() for part in content.split("=", 1))
+        if not re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+", name):
+            raise InternalOptionsError(
+                f"{where}: {_show(name)} is not an option name; write "
+                f"daemon.option=value, e.g. cluster.keep_alive=60"
+            )
+        if name not in OPTIONS:
+            if name.startswith("cluster."):
+                raise InternalOptionsError(
+                    f"{where}: {name} is not a cluster option; {_suggest(name)}"
+                )
+            # Another daemon's option: not ours to check.
+            continue
+        field_name, parse = OPTIONS[name]
+        try:
+            values[field_name] = parse(value)
+        except ValueError as e:
+            raise InternalOptionsError(
+                f"{where}: {name} is {_show(value)}, but {e}"
+            ) from None
+    return evolve(InternalOptions(), **values)
+
+
+def _show(value: str) -> str:
+    """Quote a value from the file for a one-line message, shortened if long."""
+    if len(value) > 60:
+        value = value[:57] + "..."
+    return repr(value)
+
+
+def _suggest(name: str) -> str:
+    """How to fix an unknown cluster option: the closest known name, or all."""
+    known = [option for option in OPTIONS if option.startswith("cluster.")]
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"did you mean {close[0]}?"
+    return "the cluster options are " + ", ".join(known)
