@@ -62,7 +62,8 @@ class TLSMaterial:
         return self.authority is not None
 
 
-def _makeSelfSigned(nodeName: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def makeSelfSigned(nodeName: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new EC P-256 key and a ten-year self-signed certificate naming C{nodeName}."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, nodeName)])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -86,7 +87,7 @@ def ensureNodeCertificate(home: WazuhHome, nodeName: str) -> TLSMaterial:
     on first start (key 0600, certificate 0640) and reused afterwards.
     """
     if not (os.path.exists(home.nodeKey) and os.path.exists(home.nodeCert)):
-        key, certificate = _makeSelfSigned(nodeName)
+        key, certificate = makeSelfSigned(nodeName)
         writeFileAtomically(
             home.nodeKey,
             key.private_bytes(
@@ -181,8 +182,8 @@ def serverOptions(material: TLSMaterial) -> CertificateOptions:
         return CertificateOptions(
             privateKey=material.privateKey,
             certificate=material.certificate,
+            # A trust root makes the server require a client certificate.
             trustRoot=_AuthorityTrustRoot(material.authority),
-            requireCertificate=True,
         )
     return _AnyClientCertificateOptions(
         privateKey=material.privateKey, certificate=material.certificate

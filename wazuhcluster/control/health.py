@@ -24,7 +24,7 @@ class HealthAction:
             "--health",
             nargs="?",
             const="basic",
-            choices=("more",),
+            choices=("more", "basic"),
             metavar="more",
             help="Show the cluster's health; 'more' adds details per node.",
         )

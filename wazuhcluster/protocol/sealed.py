@@ -93,6 +93,7 @@ class SealedAMP(amp.AMP):
     _sealer: Sealer | None = None
     _opener: Opener | None = None
     _pendingSealing: tuple[Sealer, Opener] | None = None
+    _dropped = False
 
     @property
     def sealed(self) -> bool:
@@ -127,6 +128,11 @@ class SealedAMP(amp.AMP):
             raise amp.TooLong(False, False, b"<sealed box>", len(inner))
         super().sendBox(amp.AmpBox({SEALED_KEY: self._sealer.seal(inner)}))
 
+    def dataReceived(self, data: bytes) -> None:
+        # After dropping a peer, what it already sent is not read.
+        if not self._dropped:
+            super().dataReceived(data)
+
     def proto_value(self, string: bytes) -> str:
         # Bound what a peer can make us buffer before a box is complete.
         if self._currentBox is not None and len(self._currentBox) >= MAX_KEYS_PER_BOX:
@@ -135,12 +141,17 @@ class SealedAMP(amp.AMP):
         return super().proto_value(string)
 
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        if self._dropped:
+            return
         try:
             box = self._unsealed(box)
         except (SealingError, ProtocolViolation) as e:
             self.dropPeer(str(e))
             return
-        super().ampBoxReceived(box)
+        try:
+            super().ampBoxReceived(box)
+        except amp.NoEmptyBoxes:
+            self.dropPeer("sent a box that is neither a command nor an answer")
 
     def _unsealed(self, box: amp.AmpBox) -> amp.AmpBox:
         if self._opener is None:
@@ -158,6 +169,9 @@ class SealedAMP(amp.AMP):
 
     def dropPeer(self, why: str) -> None:
         """Log why the peer is dropped, naming it, and drop it at once."""
+        if self._dropped:
+            return
+        self._dropped = True
         self.log.error(
             "Dropping connection with {peer}: {why}.", peer=self.peerName(), why=why
         )

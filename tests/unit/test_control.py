@@ -1,0 +1,135 @@
+"""
+The control socket's answers and cluster_control's output, in memory, with a
+real fleet behind them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.protocols import amp
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support.memorynet import MasterHarness, MemoryNetwork, settings
+from wazuhcluster.control.cli import findActions, main, parser
+from wazuhcluster.control.client import ControlClient
+from wazuhcluster.control.health import HealthAction
+from wazuhcluster.control.list_nodes import ListNodesAction
+from wazuhcluster.control.server import ControlProtocol
+from wazuhcluster.fleet import FleetView
+from wazuhcluster.protocol.nodeinfo import PAGE_SIZE
+from wazuhcluster.protocol.worker import MasterConnectionFactory
+
+
+class ControlTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.net = MemoryNetwork(self.clock)
+        self.master = MasterHarness(self.clock)
+
+    def joinWorkers(self, *names: str) -> None:
+        for index, name in enumerate(names):
+            s = settings(name)
+            connection = self.net.connect(
+                self.master.factory, self.master.settings.tls, MasterConnectionFactory(s), s.tls,
+                clientHost=f"10.0.1.{index % 250 + 1}",
+            )
+            connection.flush()
+            joined = Deferred.fromCoroutine(connection.client.join())
+            self.net.flush()
+            self.successResultOf(joined)
+
+    def run_(self, action, *argv: str) -> tuple[int, str]:
+        arguments = parser(findActions()).parse_args(list(argv))
+        server = ControlProtocol(FleetView(self.master.fleet))
+        client = amp.AMP()
+        pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client), greet=False)
+        out = io.StringIO()
+        status = Deferred.fromCoroutine(action.run(ControlClient(client), arguments, out))
+        pump.flush()
+        return self.successResultOf(status), out.getvalue()
+
+    def test_listNodes(self) -> None:
+        self.joinWorkers("node03", "node02")
+        status, out = self.run_(ListNodesAction(), "-l")
+        self.assertEqual(status, 0)
+        lines = out.splitlines()
+        self.assertEqual(lines[1].split(), ["Name", "Address", "Type", "Version"])
+        self.assertEqual(
+            [line.split()[:3] for line in lines[3:6]],
+            [["master-node", "10.0.0.1", "master"], ["node02", "10.0.1.2", "worker"], ["node03", "10.0.1.1", "worker"]],
+        )
+        self.assertTrue(lines[0].startswith("---") and lines[2] == lines[0] and lines[-1] == lines[0])
+
+    def test_filterAndMissingNode(self) -> None:
+        self.joinWorkers("node02", "node03")
+        status, out = self.run_(ListNodesAction(), "-l", "-fn", "node03", "node09")
+        self.assertEqual(status, 1)
+        self.assertIn("node03", out)
+        self.assertNotIn("node02", out)
+        self.assertIn("Error: node 'node09' is not connected to the cluster.", out)
+
+    def test_manyNodesTravelInPages(self) -> None:
+        names = [f"node{n:03d}" for n in range(PAGE_SIZE + 30)]
+        self.joinWorkers(*names)
+        status, out = self.run_(ListNodesAction(), "-l")
+        self.assertEqual(status, 0)
+        for name in names:
+            self.assertIn(f"\n{name} ", out)
+
+    def test_health(self) -> None:
+        self.joinWorkers("node02")
+        status, out = self.run_(HealthAction(), "-i")
+        self.assertEqual(status, 0)
+        self.assertTrue(out.startswith("Cluster name: wazuh\n"))
+        self.assertIn("Connected nodes (2):", out)
+        self.assertIn("node02 (10.0.1.1): worker, version", out)
+        self.assertIn("last keep alive 20", out)
+
+    def test_healthMore(self) -> None:
+        self.joinWorkers("node02")
+        status, out = self.run_(HealthAction(), "-i", "more")
+        self.assertEqual(status, 0)
+        self.assertIn("    node02 (10.0.1.1)\n        Version: 4.9.0\n        Type: worker\n", out)
+        self.assertIn("Last keep alive: 20", out)
+        self.assertIn("Running since: 20", out)
+
+    def test_actionsArePlugins(self) -> None:
+        kinds = {type(a).__name__ for a in findActions()}
+        self.assertTrue({"ListNodesAction", "HealthAction"} <= kinds)
+
+    def test_actionsAreExclusive(self) -> None:
+        self.assertRaises(SystemExit, parser(findActions()).parse_args, ["-l", "-i"])
+        self.assertRaises(SystemExit, parser(findActions()).parse_args, [])
+
+
+class CommandLineTests(SynchronousTestCase):
+    def writeConfig(self, cluster: str) -> str:
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(home, "etc"))
+        with open(os.path.join(home, "etc", "ossec.conf"), "w") as f:
+            f.write(f"<ossec_config>{cluster}</ossec_config>\n")
+        return home
+
+    def test_disabledCluster(self) -> None:
+        home = self.writeConfig("<cluster><disabled>yes</disabled><key></key></cluster>")
+        err = io.StringIO()
+        with self.assertRaises(SystemExit) as e:
+            main(["--home", home, "-l"], out=io.StringIO(), err=err)
+        self.assertEqual(e.exception.code, 1)
+        self.assertEqual(err.getvalue(), "Cluster is not running.\n")
+
+    def test_brokenConfiguration(self) -> None:
+        home = self.writeConfig("<cluster><key>short</key>")
+        err = io.StringIO()
+        with self.assertRaises(SystemExit) as e:
+            main(["--home", home, "-l"], out=io.StringIO(), err=err)
+        self.assertEqual(e.exception.code, 1)
+        self.assertIn("ossec.conf", err.getvalue())
+        self.assertTrue(err.getvalue().startswith("Error: "))

@@ -1,0 +1,190 @@
+"""
+The worker's link to the master under its real ClientService, and the
+master's keep-alive watch, over in-memory TLS on a Clock.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support.memorynet import FAST, MasterHarness, MemoryEndpoint, MemoryNetwork, settings
+from tests.unit.test_handshake import LogCapture
+from wazuhcluster.masterlink import MasterLink, retryPolicy
+from wazuhcluster.protocol.nodeinfo import NotConnectedToMaster
+
+
+class MasterLinkTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.net = MemoryNetwork(self.clock)
+        self.master = MasterHarness(self.clock)
+        self.master.fleet.startService()
+        self.addCleanup(self.master.fleet.stopService)
+        self.logs = LogCapture(self)
+        self.workerSettings = settings("node02")
+        self.endpoint = MemoryEndpoint(self.net, self.master, self.workerSettings.tls)
+        self.link = MasterLink(self.workerSettings, self.endpoint, self.clock, jitter=lambda: 0.0)
+
+    def start(self) -> None:
+        self.link.startService()
+        self.net.flush()
+
+    def stop(self) -> None:
+        self.link.stopService()
+        self.net.flush()
+
+    def test_joinsAndKeepsAlive(self) -> None:
+        """
+        The link joins, then sends a keep-alive every keep_alive seconds,
+        which the master records; the master keeps the worker as long as
+        they come.
+        """
+        self.start()
+        self.addCleanup(self.stop)
+        self.assertIsNotNone(self.link.connection)
+        self.assertTrue(self.logs.has("Successfully connected to master master-node"))
+        for _ in range(20):
+            self.clock.advance(FAST.keep_alive)
+            self.net.flush()
+        worker = self.master.fleet.workers["node02"]
+        self.assertEqual(worker.lastKeepAlive, self.clock.seconds())
+        self.assertEqual(self.link.failedKeepAlives, 0)
+
+    def test_askTheMaster(self) -> None:
+        """A worker answers node questions by asking the master."""
+        self.start()
+        self.addCleanup(self.stop)
+        nodes = Deferred.fromCoroutine(self.link.nodes())
+        self.net.flush()
+        self.assertEqual(
+            [(n.name, n.type) for n in self.successResultOf(nodes)],
+            [("master-node", "master"), ("node02", "worker")],
+        )
+        health = Deferred.fromCoroutine(self.link.health())
+        self.net.flush()
+        name, nodes = self.successResultOf(health)
+        self.assertEqual(name, "wazuh")
+        self.assertEqual(nodes[1].last_keep_alive, nodes[1].connected_since)
+
+    def test_notConnected(self) -> None:
+        """Before it joins, a worker says it is not connected to the master."""
+        self.endpoint.refuse = True
+        self.start()
+        self.addCleanup(self.stop)
+        self.failureResultOf(Deferred.fromCoroutine(self.link.nodes()), NotConnectedToMaster)
+
+    def test_deadMasterDetectedByKeepAlives(self) -> None:
+        """
+        When the master stops answering, the worker drops the connection after
+        max_failed_keepalive_attempts unanswered keep-alives, then reconnects
+        and joins again (the master dropped its silent side meanwhile).
+        """
+        self.start()
+        self.addCleanup(self.stop)
+        first = self.link.connection
+        deadLink = self.net.connections[0]
+        self.net.connections.remove(deadLink)  # nothing crosses any more
+        # Each keep-alive is sent, then times out one interval later.
+        for _ in range(2 * FAST.max_failed_keepalive_attempts):
+            self.assertFalse(deadLink.clientTLS.transport.disconnecting)
+            self.clock.advance(FAST.keep_alive)
+        self.assertEqual(self.link.failedKeepAlives, FAST.max_failed_keepalive_attempts)
+        self.assertTrue(deadLink.clientTLS.transport.disconnecting)
+        self.assertTrue(self.logs.has("stopped answering keep-alives", LogLevel.error))
+        # The broken link reports its loss; the worker retries and joins anew.
+        deadLink.pump.flush()
+        self.clock.advance(FAST.max_allowed_time_without_keepalive)
+        self.net.flush()
+        self.clock.advance(FAST.connection_retry)
+        self.net.flush()
+        self.assertIsNotNone(self.link.connection)
+        self.assertIsNot(self.link.connection, first)
+        self.assertEqual(list(self.master.fleet.workers), ["node02"])
+        self.assertEqual(self.endpoint.attempts, 2)
+
+    def test_refusedWorkerRetriesWithBackoff(self) -> None:
+        """
+        A refused worker keeps trying, waiting longer each time up to
+        connection_retry, and logs the master's reason each time.
+        """
+        self.link = MasterLink(
+            settings("node02", clusterName="other"), self.endpoint, self.clock, jitter=lambda: 0.0
+        )
+        self.start()
+        self.addCleanup(self.stop)
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.assertIsNone(self.link.connection)
+        policy = retryPolicy(FAST.connection_retry, lambda: 0.0)
+        for attempt in range(1, 6):
+            self.clock.advance(policy(attempt) - 0.01)
+            self.net.flush()
+            self.assertEqual(self.endpoint.attempts, attempt)
+            self.clock.advance(0.01)
+            self.net.flush()
+            self.assertEqual(self.endpoint.attempts, attempt + 1)
+        refusals = [line for line in self.logs.lines(LogLevel.error) if "belongs to cluster 'other'" in line]
+        self.assertEqual(len(refusals), 6)
+        self.assertFalse(self.logs.has("NoTransition"))
+
+    def test_masterGoneAndBack(self) -> None:
+        """
+        A worker whose master restarts reconnects by itself once the master
+        is back.
+        """
+        self.start()
+        self.addCleanup(self.stop)
+        link = self.net.connections.pop()
+        self.endpoint.refuse = True
+        link.serverTLS.transport.abortConnection()
+        link.pump.flush()
+        self.assertIsNone(self.link.connection)
+        self.assertTrue(self.logs.has("Lost connection to master", LogLevel.error))
+        for _ in range(3):
+            self.clock.advance(FAST.connection_retry)
+        self.assertIsNone(self.link.connection)
+        self.endpoint.refuse = False
+        self.clock.advance(FAST.connection_retry)
+        self.net.flush()
+        self.assertIsNotNone(self.link.connection)
+
+    def test_retryPolicyIsCapped(self) -> None:
+        """Waits grow and never exceed connection_retry plus a tenth of jitter."""
+        policy = retryPolicy(10.0, lambda: 1.0)
+        waits = [policy(n) for n in range(1, 30)]
+        self.assertEqual(waits, sorted(waits))
+        self.assertLessEqual(max(waits), 11.0)
+        self.assertLess(waits[0], 2.0)
+
+
+class FleetWatchTests(SynchronousTestCase):
+    def test_silentWorkerDropped(self) -> None:
+        """
+        The master drops a worker whose keep-alives stopped for longer than
+        max_allowed_time_without_keepalive, and only then.
+        """
+        clock = Clock()
+        net = MemoryNetwork(clock)
+        master = MasterHarness(clock)
+        master.fleet.startService()
+        self.addCleanup(master.fleet.stopService)
+        logs = LogCapture(self)
+        from wazuhcluster.protocol.worker import MasterConnectionFactory
+
+        workerSettings = settings("node02")
+        connection = net.connect(
+            master.factory, master.settings.tls, MasterConnectionFactory(workerSettings), workerSettings.tls
+        )
+        connection.flush()
+        joined = Deferred.fromCoroutine(connection.client.join())
+        net.flush()
+        self.successResultOf(joined)
+        limit = FAST.max_allowed_time_without_keepalive
+        clock.advance(limit)
+        self.assertIn("node02", master.fleet.workers)
+        clock.advance(FAST.check_worker_lastkeepalive)
+        self.assertNotIn("node02", master.fleet.workers)
+        self.assertTrue(connection.serverTLS.transport.disconnecting)
+        self.assertTrue(logs.has("No keep-alive from worker node02", LogLevel.warn))
