@@ -80,29 +80,41 @@ def _pidFileInHome(options: Options, home: WazuhHome) -> None:
         twistdOptions["pidfile"] = pidFile
 
 
-def makeService(options: Options) -> IService:
-    """The node's service, or exit with one line saying what is wrong."""
+def nodeService(configPath: str, home: str | None, debug: bool, foreground: bool) -> _LoggingNode:
+    """
+    The top service of a node and its log observer, or exit with one line
+    saying what is wrong.  Used by the twistd plugin and the .tac files.
+    """
     from twisted.internet import reactor
 
     try:
-        setup = loadNode(options["config"], options["home"])
+        setup = loadNode(configPath, home)
     except ConfigError as e:
         _fail(str(e))
     if setup.config.disabled:
         print("wazuh-clusterd: INFO: Cluster disabled.", file=sys.stderr)
         raise SystemExit(0)
-    home = setup.home
+    wazuhHome = setup.home
     try:
-        home.makeFolders()
-        logFile = openLogFile(home.clusterLog)
+        wazuhHome.makeFolders()
+        logFile = openLogFile(wazuhHome.clusterLog)
     except OSError as e:
-        _fail(f"cannot write under {home.root}: {e}")
-    nodaemon = bool(getattr(options, "parent", {}).get("nodaemon", True)) if hasattr(options, "parent") else True
-    debug = options["debug"] or setup.options.debug > 0
-    top = _LoggingNode(clusterLogObserver(logFile, debug, stdoutIfForeground(nodaemon)))
-    _pidFileInHome(options, home)
+        _fail(f"cannot write under {wazuhHome.root}: {e}")
+    debug = debug or setup.options.debug > 0
+    top = _LoggingNode(clusterLogObserver(logFile, debug, stdoutIfForeground(foreground)))
+    top.home = wazuhHome
     try:
         makeNodeService(setup, reactor).setServiceParent(top)
     except ConfigError as e:
         _fail(str(e))
+    return top
+
+
+def makeService(options: Options) -> IService:
+    """The node's service, for C{twistd wazuhcluster}."""
+    twistdOptions = getattr(options, "parent", None) or {}
+    top = nodeService(
+        options["config"], options["home"], options["debug"], bool(twistdOptions.get("nodaemon", True))
+    )
+    _pidFileInHome(options, top.home)
     return top

@@ -1,0 +1,130 @@
+"""
+Run a local demo cluster: a master and two workers on 127.0.0.1, each with
+its own Wazuh home under a work folder, a random cluster key, the sample
+rules on the master.  Prints `cluster_control -l` once the workers have
+joined, then runs until Ctrl-C.
+
+    python scripts/local_cluster.py [--work work/local-cluster] [--workers 2] [--port 1516]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CONFIG = """<ossec_config>
+  <cluster>
+    <name>wazuh</name>
+    <node_name>{name}</node_name>
+    <key>{key}</key>
+    <node_type>{type}</node_type>
+    <port>{port}</port>
+    <bind_addr>127.0.0.1</bind_addr>
+    <nodes>
+      <node>127.0.0.1</node>
+    </nodes>
+    <hidden>no</hidden>
+    <disabled>no</disabled>
+  </cluster>
+</ossec_config>
+"""
+
+
+def freePort(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise SystemExit("no free port on 127.0.0.1")
+
+
+def makeHome(home: str, name: str, nodeType: str, key: str, port: int) -> None:
+    os.makedirs(os.path.join(home, "etc"), exist_ok=True)
+    with open(os.path.join(home, "etc", "ossec.conf"), "w") as f:
+        f.write(CONFIG.format(name=name, key=key, type=nodeType, port=port))
+    with open(os.path.join(home, "etc", "local_internal_options.conf"), "w") as f:
+        f.write("# Demo timings: quicker than production.\ncluster.keep_alive=5\n")
+
+
+def clusterControl(home: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "wazuhcluster.control", "--home", home, *args],
+        capture_output=True, text=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", default=os.path.join(ROOT, "work", "local-cluster"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=1516)
+    parser.add_argument("--exit-after-join", action="store_true", help="stop once the cluster is up (for tests)")
+    args = parser.parse_args()
+
+    shutil.rmtree(args.work, ignore_errors=True)
+    key = secrets.token_hex(16)
+    port = freePort(args.port)
+    nodes = [("master", "master-node", "master")] + [
+        (f"worker{n}", f"worker-node{n}", "worker") for n in range(1, args.workers + 1)
+    ]
+    processes = []
+    try:
+        for folder, name, nodeType in nodes:
+            home = os.path.join(args.work, folder)
+            makeHome(home, name, nodeType, key, port)
+            if nodeType == "master":
+                shutil.copytree(os.path.join(ROOT, "sample", "etc"), os.path.join(home, "etc"), dirs_exist_ok=True)
+            processes.append(subprocess.Popen(
+                [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                 "-n", "wazuhcluster", "--config", os.path.join(home, "etc", "ossec.conf")],
+                cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            ))
+            if nodeType == "master":
+                time.sleep(0.5)
+        master = os.path.join(args.work, "master")
+        deadline = time.monotonic() + 30
+        listing = None
+        while time.monotonic() < deadline:
+            listing = clusterControl(master, "-l")
+            if listing.returncode == 0 and listing.stdout.count(" worker ") == args.workers:
+                break
+            if any(p.poll() is not None for p in processes):
+                raise SystemExit("a node exited: see the cluster.log files under " + args.work)
+            time.sleep(0.3)
+        else:
+            raise SystemExit("the workers did not join in 30 s: see the cluster.log files under " + args.work)
+        print(f"Local cluster up on 127.0.0.1:{port} (homes under {args.work}).\n")
+        print(f"$ cluster_control --home {master} -l")
+        print(listing.stdout)
+        print(f"Logs: {args.work}/*/logs/cluster.log")
+        if args.exit_after_join:
+            return
+        print("Running until Ctrl-C.")
+        signal.sigwait([signal.SIGINT, signal.SIGTERM])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    main()
