@@ -65,6 +65,10 @@ def clusterControl(home: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default=os.path.join(ROOT, "work", "local-cluster"))
@@ -112,9 +116,13 @@ def main() -> None:
         if args.exit_after_join:
             return
         print("Running until Ctrl-C.")
-        signal.sigwait([signal.SIGINT, signal.SIGTERM])
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _stop)
+        while all(p.poll() is None for p in processes):
+            time.sleep(1)
+        print("A node exited: see the cluster.log files under " + args.work)
     except KeyboardInterrupt:
-        pass
+        print("Stopping.")
     finally:
         for process in processes:
             if process.poll() is None:
