@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-import os
 import re
 import xml.parsers.expat as expat
 
@@ -636,8 +635,8 @@ def _nodes(options: _Options, warnings: list[str]) -> tuple[str, ...]:
     if container is None:
         raise options.error(
             "nodes",
-            f"<cluster> has no <nodes>; add one with the master's IP address or "
-            f"DNS name, e.g. <nodes><node>10.0.0.1</node></nodes>",
+            "<cluster> has no <nodes>; add one with the master's IP address or "
+            "DNS name, e.g. <nodes><node>10.0.0.1</node></nodes>",
         )
     for child in container.children:
         if child.tag != "node":
@@ -649,8 +648,8 @@ def _nodes(options: _Options, warnings: list[str]) -> tuple[str, ...]:
     if not elements:
         raise options.error(
             "nodes",
-            f"<nodes> lists no <node>; write the master's IP address or DNS name "
-            f"in one, e.g. <nodes><node>10.0.0.1</node></nodes>",
+            "<nodes> lists no <node>; write the master's IP address or DNS name "
+            "in one, e.g. <nodes><node>10.0.0.1</node></nodes>",
         )
     addresses = []
     for element in elements:

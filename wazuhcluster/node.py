@@ -9,8 +9,6 @@ wires the parts into a service tree; tests pass their own reactor or clock.
 
 from __future__ import annotations
 
-import os
-import sys
 
 from attrs import frozen
 from twisted.application.internet import StreamServerEndpointService
@@ -52,27 +50,41 @@ def loadNode(configPath: str, home: str | None = None) -> NodeSetup:
     return NodeSetup(configPath, wazuhHome, config, options, tuple(warnings))
 
 
+class NodeStartError(Exception):
+    """
+    The node could not start (a port or socket it needs is taken).  twistd
+    reports an exception to the terminal it was started from when it has
+    daemonized, where a bare exit would leave its parent process waiting.
+    """
+
+
 class NodeService(MultiService):
     """The service tree of one node; says clearly why it cannot listen."""
 
     log = Logger()
 
-    def __init__(self, setup: NodeSetup) -> None:
+    def __init__(self, setup: NodeSetup, foreground: bool = True) -> None:
         super().__init__()
         self.setup = setup
+        self.foreground = foreground
         kind = "Master" if setup.config.is_master else f"Worker {setup.config.node_name}"
         self.logTag = f"[{kind}] [Main]"
 
     def privilegedStartService(self) -> None:
+        # Runs after twistd has started logging (and daemonized): the reason
+        # goes to cluster.log, and to stdout in the foreground.
         try:
             super().privilegedStartService()
         except CannotListenError as e:
-            reason = os.strerror(e.socketError.errno) if getattr(e.socketError, "errno", None) else str(e.socketError)
-            message = f"cannot listen on {e.interface or '0.0.0.0'}:{e.port}: {reason}"
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
             if isinstance(e.port, str):
                 message = f"cannot open the control socket {e.port}: {reason} (is another node running with this home?)"
-            print(f"wazuh-clusterd: CRITICAL: {message}", file=sys.stderr)
-            raise SystemExit(1) from None
+            else:
+                message = f"cannot listen on {e.interface or '0.0.0.0'}:{e.port}: {reason}"
+            self.log.critical("{message}", message=message)
+            if self.foreground:
+                raise SystemExit(1) from None
+            raise NodeStartError(message) from None
 
     def startService(self) -> None:
         for warning in self.setup.warnings:
@@ -89,18 +101,24 @@ class NodeService(MultiService):
         super().startService()
 
 
-def makeNodeService(setup: NodeSetup, reactor: object) -> NodeService:
+def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) -> NodeService:
     """The service tree of a master or a worker, ready to start."""
     config, home = setup.config, setup.home
     home.makeFolders()
     tls = loadTLSMaterial(home, config, setup.configPath)
     settings = LinkSettings.fromConfig(config, setup.options, tls, __version__)
-    node = NodeService(setup)
+    node = NodeService(setup, foreground)
     if config.is_master:
         fleet = Fleet(settings, reactor)
         fleet.setServiceParent(node)
         listening = StreamServerEndpointService(
-            SSL4ServerEndpoint(reactor, config.port, serverOptions(tls), interface=config.bind_addr),
+            # A deep backlog: after a master restart every worker reconnects
+            # within a second, and the default of 50 made a quarter of 100
+            # workers wait for the kernel's one-second SYN retry
+            # (bench/connect.py: 1.1 s to join 100 workers, 0.2 s with this).
+            SSL4ServerEndpoint(
+                reactor, config.port, serverOptions(tls), backlog=1024, interface=config.bind_addr
+            ),
             WorkerConnectionFactory(fleet, settings, reactor),
         )
         listening._raiseSynchronously = True

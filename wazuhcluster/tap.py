@@ -15,7 +15,7 @@ import os
 import sys
 
 from twisted.application.service import IService, MultiService
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import ILogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
 
@@ -104,7 +104,7 @@ def nodeService(configPath: str, home: str | None, debug: bool, foreground: bool
     top = _LoggingNode(clusterLogObserver(logFile, debug, stdoutIfForeground(foreground)))
     top.home = wazuhHome
     try:
-        makeNodeService(setup, reactor).setServiceParent(top)
+        makeNodeService(setup, reactor, foreground).setServiceParent(top)
     except ConfigError as e:
         _fail(str(e))
     return top
