@@ -5,7 +5,6 @@ real fleet behind them.
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 

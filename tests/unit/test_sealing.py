@@ -13,8 +13,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from wazuhcluster.protocol.sealed import MAX_KEYS_PER_BOX, ProtocolViolation, decodeBox
 from wazuhcluster.protocol.sealing import (
     SEAL_OVERHEAD,
-    Opener,
-    Sealer,
     SealingError,
     keyProof,
     rootKey,
