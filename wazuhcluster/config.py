@@ -117,6 +117,32 @@ class ClusterConfig:
 
 
 
+def read_config_text(
+    path: str, what: str, error: type[ConfigError], missing_ok: bool = False
+) -> str | None:
+    """
+    The UTF-8 text of a configuration file, or L{None} for a missing file
+    when C{missing_ok}; any other problem raises C{error} naming the file.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise error(f"{path}: cannot read the {what} (no such file); check the path") from None
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise error(
+            f"{path}: cannot read the {what} ({reason}); check the path and that this user may read it"
+        ) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise error(f"{path}:{line}: the {what} is not UTF-8 text; save it as UTF-8") from None
+
+
 def load_cluster_config(path: str) -> tuple[ClusterConfig, list[str]]:
     """
     Read the ``ossec.conf`` at C{path} and return its cluster configuration.
@@ -125,23 +151,8 @@ def load_cluster_config(path: str) -> tuple[ClusterConfig, list[str]]:
     for the caller to log.  Every problem, including an unreadable file,
     raises L{ConfigError}.
     """
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        reason = e.strerror or str(e)
-        raise ConfigError(
-            f"{path}: cannot read the configuration file ({reason}); "
-            f"check the path and that this user may read it"
-        ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise ConfigError(
-            f"{path}: the file is not UTF-8 text (invalid byte at line {line}); "
-            f"save it as UTF-8"
-        ) from None
+    text = read_config_text(path, "configuration file", ConfigError)
+    assert text is not None
     return parse_cluster_config(text, path)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from attrs import evolve, frozen
 
-from wazuhcluster.config import ConfigError
+from wazuhcluster.config import ConfigError, read_config_text
 
 __all__ = [
     "InternalOptions",
@@ -118,24 +118,9 @@ def load_internal_options(path: str) -> InternalOptions:
     A missing file means Wazuh's defaults, as in Wazuh, where the local file
     is optional; any other problem raises L{InternalOptionsError}.
     """
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    text = read_config_text(path, "internal options file", InternalOptionsError, missing_ok=True)
+    if text is None:
         return InternalOptions()
-    except OSError as e:
-        reason = e.strerror or str(e)
-        raise InternalOptionsError(
-            f"{path}: cannot read the internal options file ({reason}); check "
-            f"that this user may read it"
-        ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise InternalOptionsError(
-            f"{path}:{line}: the file is not UTF-8 text; save it as UTF-8"
-        ) from None
     return parse_internal_options(text, path)
 
 

@@ -106,6 +106,29 @@ class MemoryNetwork:
         self.connections.append(connection)
         return connection
 
+    def joinWorker(self, master: "MasterHarness", worker: LinkSettings, clientHost: str = "10.0.0.2"):
+        """
+        Connect a worker to C{master} and start its handshake; returns the
+        connection and the Deferred of C{join()}, after pumping everything.
+        """
+        from twisted.internet.defer import Deferred
+
+        from wazuhcluster.protocol.worker import MasterConnectionFactory
+
+        connection = self.connect(
+            master.factory, master.settings.tls, MasterConnectionFactory(worker), worker.tls, clientHost
+        )
+        connection.flush()
+        joined = Deferred.fromCoroutine(connection.client.join())
+        self.flush()
+        return connection, joined
+
+    def connectStranger(self, master: "MasterHarness", protocolFactory: IProtocolFactory) -> Connection:
+        """Connect any client protocol (not a worker) to C{master}, TLS up."""
+        connection = self.connect(master.factory, master.settings.tls, protocolFactory, selfSigned("stranger"))
+        connection.flush()
+        return connection
+
     def flush(self) -> None:
         """Pump every connection until all are quiet."""
         for _ in range(50):
@@ -116,9 +139,15 @@ class MemoryNetwork:
 class MasterHarness:
     """A master's fleet and connection factory, on a clock, without sockets."""
 
-    def __init__(self, clock: Clock, options: InternalOptions = FAST, name: str = "master-node") -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        options: InternalOptions = FAST,
+        name: str = "master-node",
+        tls: TLSMaterial | None = None,
+    ) -> None:
         self.clock = clock
-        self.settings = settings(name, "master", options=options)
+        self.settings = settings(name, "master", options=options, tls=tls)
         self.fleet = Fleet(self.settings, clock)
         self.factory = WorkerConnectionFactory(self.fleet, self.settings, clock)
 

@@ -611,7 +611,7 @@ class FileAccessTests(ConfigFileTestCase):
         error = self.assertRaises(ConfigError, load_cluster_config, path)
         self.assertEqual(
             str(error),
-            f"{path}: the file is not UTF-8 text (invalid byte at line 2); save it as UTF-8",
+            f"{path}:2: the configuration file is not UTF-8 text; save it as UTF-8",
         )
 
 

@@ -22,7 +22,6 @@ from wazuhcluster.control.list_nodes import ListNodesAction
 from wazuhcluster.control.server import ControlProtocol
 from wazuhcluster.fleet import FleetView
 from wazuhcluster.protocol.nodeinfo import PAGE_SIZE
-from wazuhcluster.protocol.worker import MasterConnectionFactory
 
 
 class ControlTests(SynchronousTestCase):
@@ -34,14 +33,7 @@ class ControlTests(SynchronousTestCase):
 
     def joinWorkers(self, *names: str) -> None:
         for index, name in enumerate(names):
-            s = settings(name)
-            connection = self.net.connect(
-                self.master.factory, self.master.settings.tls, MasterConnectionFactory(s), s.tls,
-                clientHost=f"10.0.1.{index % 250 + 1}",
-            )
-            connection.flush()
-            joined = Deferred.fromCoroutine(connection.client.join())
-            self.net.flush()
+            _, joined = self.net.joinWorker(self.master, settings(name), f"10.0.1.{index % 250 + 1}")
             self.successResultOf(joined)
 
     def run_(self, action, *argv: str) -> tuple[int, str]:

@@ -5,6 +5,7 @@ The handshake between a worker and the master, over real in-memory TLS.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.protocols import amp
@@ -43,17 +44,7 @@ class HandshakeTests(SynchronousTestCase):
         self.logs = LogCapture(self)
 
     def connectWorker(self, **overrides):
-        workerSettings = settings(overrides.pop("nodeName", "node02"), **overrides)
-        connection = self.net.connect(
-            self.master.factory,
-            self.master.settings.tls,
-            MasterConnectionFactory(workerSettings),
-            workerSettings.tls,
-        )
-        connection.flush()
-        joined = Deferred.fromCoroutine(connection.client.join())
-        self.net.flush()
-        return connection, joined
+        return self.net.joinWorker(self.master, settings(overrides.pop("nodeName", "node02"), **overrides))
 
     def test_workerJoins(self) -> None:
         """
@@ -139,15 +130,7 @@ class HandshakeTests(SynchronousTestCase):
         first, joined = self.connectWorker()
         self.successResultOf(joined)
         self.net.connections.remove(first)  # the old link carries nothing any more
-        second = self.net.connect(
-            self.master.factory,
-            self.master.settings.tls,
-            MasterConnectionFactory(settings("node02")),
-            selfSigned("node02"),
-        )
-        second.flush()
-        joinedAgain = Deferred.fromCoroutine(second.client.join())
-        self.net.flush()
+        second, joinedAgain = self.connectWorker()
         self.assertNoResult(joinedAgain)
         self.clock.advance(self.master.settings.options.handshake_timeout / 2)
         self.net.flush()
@@ -213,15 +196,7 @@ class UnsealedPeerTests(SynchronousTestCase):
 
     def test_helloBeforeKeyProof(self) -> None:
         """A Hello sent in clear, without the key proof, drops the connection."""
-        from twisted.internet.protocol import Factory
-
-        connection = self.net.connect(
-            self.master.factory,
-            self.master.settings.tls,
-            Factory.forProtocol(amp.AMP),
-            selfSigned("intruder"),
-        )
-        connection.flush()
+        connection = self.net.connectStranger(self.master, Factory.forProtocol(amp.AMP))
         answer = connection.client.callRemote(
             Hello, cluster_name="wazuh", node_name="node02", node_type="worker", version="4.9.0"
         )
@@ -232,15 +207,7 @@ class UnsealedPeerTests(SynchronousTestCase):
 
     def test_sealedBoxBeforeKeyProof(self) -> None:
         """A box claiming to be sealed before the proof is a protocol violation."""
-        from twisted.internet.protocol import Factory
-
-        connection = self.net.connect(
-            self.master.factory,
-            self.master.settings.tls,
-            Factory.forProtocol(amp.AMP),
-            selfSigned("intruder"),
-        )
-        connection.flush()
+        connection = self.net.connectStranger(self.master, Factory.forProtocol(amp.AMP))
         connection.client.sendBox(amp.AmpBox({SEALED_KEY: b"x" * 40}))
         connection.flush()
         self.assertTrue(self.logs.has("sealed message before the key proof", LogLevel.error))
@@ -248,15 +215,7 @@ class UnsealedPeerTests(SynchronousTestCase):
 
     def test_tooManyKeys(self) -> None:
         """A box with more keys than any command has is cut off while it arrives."""
-        from twisted.internet.protocol import Factory
-
-        connection = self.net.connect(
-            self.master.factory,
-            self.master.settings.tls,
-            Factory.forProtocol(amp.AMP),
-            selfSigned("intruder"),
-        )
-        connection.flush()
+        connection = self.net.connectStranger(self.master, Factory.forProtocol(amp.AMP))
         connection.client.sendBox(amp.AmpBox({b"k%d" % i: b"v" for i in range(500)}))
         connection.flush()
         self.assertTrue(self.logs.has("too many keys", LogLevel.error))
@@ -271,16 +230,7 @@ class SealedTrafficTests(SynchronousTestCase):
         self.net = MemoryNetwork(self.clock)
         self.master = MasterHarness(self.clock)
         self.logs = LogCapture(self)
-        workerSettings = settings("node02")
-        self.connection = self.net.connect(
-            self.master.factory,
-            self.master.settings.tls,
-            MasterConnectionFactory(workerSettings),
-            workerSettings.tls,
-        )
-        self.connection.flush()
-        joined = Deferred.fromCoroutine(self.connection.client.join())
-        self.net.flush()
+        self.connection, joined = self.net.joinWorker(self.master, settings("node02"))
         self.successResultOf(joined)
         # Record the outer (sealed) boxes the master receives, and let a test
         # hold them back.
@@ -366,8 +316,6 @@ class ManInTheMiddleTests(SynchronousTestCase):
     """
 
     def test_relayedProofFails(self) -> None:
-        from twisted.internet.protocol import Factory
-
         clock = Clock()
         net = MemoryNetwork(clock)
         master = MasterHarness(clock)

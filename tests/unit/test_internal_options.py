@@ -283,5 +283,5 @@ class ErrorTests(InternalOptionsTestCase):
             f.write(b"# ok\n# caf\xe9\n")
         error = self.assertRaises(InternalOptionsError, load_internal_options, path)
         self.assertEqual(
-            str(error), f"{path}:2: the file is not UTF-8 text; save it as UTF-8"
+            str(error), f"{path}:2: the internal options file is not UTF-8 text; save it as UTF-8"
         )

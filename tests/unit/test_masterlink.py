@@ -171,15 +171,7 @@ class FleetWatchTests(SynchronousTestCase):
         master.fleet.startService()
         self.addCleanup(master.fleet.stopService)
         logs = LogCapture(self)
-        from wazuhcluster.protocol.worker import MasterConnectionFactory
-
-        workerSettings = settings("node02")
-        connection = net.connect(
-            master.factory, master.settings.tls, MasterConnectionFactory(workerSettings), workerSettings.tls
-        )
-        connection.flush()
-        joined = Deferred.fromCoroutine(connection.client.join())
-        net.flush()
+        connection, joined = net.joinWorker(master, settings("node02"))
         self.successResultOf(joined)
         limit = FAST.max_allowed_time_without_keepalive
         clock.advance(limit)

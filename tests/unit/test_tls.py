@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import stat
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -16,7 +15,7 @@ from tests.support.certs import Authority, writePEM
 from tests.support.memorynet import MasterHarness, MemoryNetwork, settings
 from wazuhcluster.config import ClusterConfig, ConfigError
 from wazuhcluster.home import WazuhHome
-from wazuhcluster.protocol.worker import HandshakeFailed, MasterConnectionFactory
+from wazuhcluster.protocol.worker import HandshakeFailed
 from wazuhcluster.tls import (
     PeerIdentityError,
     checkPeerIdentity,
@@ -136,20 +135,8 @@ class MutualTLSTests(SynchronousTestCase):
         self.ca = Authority()
 
     def join(self, masterTLS, workerTLS, masterAddress: str = "10.0.0.1"):
-        master = MasterHarness(self.clock)
-        master.settings = settings("master-node", "master", tls=masterTLS)
-        from wazuhcluster.fleet import Fleet
-        from wazuhcluster.protocol.master import WorkerConnectionFactory
-
-        master.fleet = Fleet(master.settings, self.clock)
-        master.factory = WorkerConnectionFactory(master.fleet, master.settings, self.clock)
-        workerSettings = settings("node02", tls=workerTLS, masterAddress=masterAddress)
-        connection = self.net.connect(
-            master.factory, masterTLS, MasterConnectionFactory(workerSettings), workerTLS
-        )
-        connection.flush()
-        joined = Deferred.fromCoroutine(connection.client.join())
-        self.net.flush()
+        master = MasterHarness(self.clock, tls=masterTLS)
+        _, joined = self.net.joinWorker(master, settings("node02", tls=workerTLS, masterAddress=masterAddress))
         return master, joined
 
     def test_signedCertificatesJoin(self) -> None:
