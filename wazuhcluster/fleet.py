@@ -17,7 +17,6 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from .protocol.link import LinkSettings, majorMinor
 from .protocol.master import WorkerConnection
@@ -117,14 +116,12 @@ class Fleet(Service):
             return True
         return False
 
-    def leave(self, connection: WorkerConnection, reason: Failure) -> None:
-        """A joined worker's connection closed."""
-        if self._remove(connection):
-            self.log.info(
-                "Worker {name} disconnected ({why}).",
-                name=connection.nodeName,
-                why=reason.getErrorMessage(),
-            )
+    def leave(self, connection: WorkerConnection) -> bool:
+        """
+        A joined worker's connection closed; whether it was still the
+        worker's current connection (not already dropped or replaced).
+        """
+        return self._remove(connection)
 
     def dropSilentWorkers(self) -> None:
         """Drop the workers silent for longer than C{max_allowed_time_without_keepalive}."""

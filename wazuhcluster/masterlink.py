@@ -17,6 +17,7 @@ from typing import Callable
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError  # what addTimeout raises
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IProtocol,
@@ -149,7 +150,11 @@ class MasterLink(MultiService, AsksAboutNodes):
         return f"[Worker {self.settings.nodeName}] [Main]"
 
     def _join(self, protocol: MasterConnection) -> Deferred[None]:
+        # Without a limit, a peer that accepts the connection and never
+        # answers (a frozen master, a proxy without backend) would hold the
+        # worker forever instead of letting it retry.
         joining = Deferred.fromCoroutine(protocol.join())
+        joining.addTimeout(self.settings.options.handshake_timeout, self.clock)
         return joining.addCallbacks(
             lambda _: self._joined(protocol), self._joinFailed, errbackArgs=(protocol,)
         )
@@ -170,6 +175,11 @@ class MasterLink(MultiService, AsksAboutNodes):
     def _joinFailed(self, failure: Failure, protocol: MasterConnection) -> Failure:
         if failure.check(HandshakeFailed):
             why = failure.getErrorMessage()
+        elif failure.check(TimeoutError):
+            why = (
+                "the master did not complete the handshake within"
+                f" {self.settings.options.handshake_timeout} seconds"
+            )
         else:
             why = f"connection lost during the handshake ({failure.getErrorMessage()})"
         self.log.error("Could not connect to master: {why}. Retrying.", why=why)
@@ -200,13 +210,19 @@ class MasterLink(MultiService, AsksAboutNodes):
             self.failedKeepAlives = 0
 
         def failed(failure: Failure) -> None:
+            if self.connection is not connection:
+                return  # the connection is gone: that is logged, not a keep-alive failure
             self.failedKeepAlives += 1
             limit = self.settings.options.max_failed_keepalive_attempts
+            if failure.check(TimeoutError):
+                why = f"no answer within {self.settings.options.keep_alive} seconds"
+            else:
+                why = failure.getErrorMessage()
             self.log.warn(
                 "Keep-alive {n} of {limit} not answered by the master ({why}).",
                 n=self.failedKeepAlives,
                 limit=limit,
-                why=failure.getErrorMessage(),
+                why=why,
             )
             if self.failedKeepAlives >= limit and connection.transport is not None:
                 self.log.error("The master stopped answering keep-alives; disconnecting.")

@@ -164,6 +164,7 @@ class MemoryEndpoint:
         self.workerTLS = workerTLS
         self.attempts = 0
         self.refuse = False
+        self.silent = False
 
     def connect(self, factory: IProtocolFactory):
         from twisted.internet.defer import fail
@@ -172,9 +173,12 @@ class MemoryEndpoint:
         self.attempts += 1
         if self.refuse:
             return fail(ConnectionRefusedError("memory endpoint refusing"))
-        connection = self.network.connect(
-            self.master.factory, self.master.settings.tls, factory, self.workerTLS
-        )
+        serverFactory = self.master.factory
+        if self.silent:  # accepts, completes TLS, and never says a word
+            from twisted.internet.protocol import Factory, Protocol
+
+            serverFactory = Factory.forProtocol(Protocol)
+        connection = self.network.connect(serverFactory, self.master.settings.tls, factory, self.workerTLS)
         return succeed(connection.client)
 
 

@@ -94,6 +94,7 @@ class MasterLinkTests(SynchronousTestCase):
         self.assertEqual(self.link.failedKeepAlives, FAST.max_failed_keepalive_attempts)
         self.assertTrue(deadLink.clientTLS.transport.disconnecting)
         self.assertTrue(self.logs.has("stopped answering keep-alives", LogLevel.error))
+        self.assertTrue(self.logs.has(f"not answered by the master (no answer within {FAST.keep_alive} seconds)"))
         # The broken link reports its loss; the worker retries and joins anew.
         deadLink.pump.flush()
         self.clock.advance(FAST.max_allowed_time_without_keepalive)
@@ -104,6 +105,32 @@ class MasterLinkTests(SynchronousTestCase):
         self.assertIsNot(self.link.connection, first)
         self.assertEqual(list(self.master.fleet.workers), ["node02"])
         self.assertEqual(self.endpoint.attempts, 2)
+
+    def test_silentMasterIsGivenUp(self) -> None:
+        """
+        A peer that accepts the connection and never answers (a frozen
+        master, a proxy without backend) costs one handshake_timeout, then
+        the worker tries again; once a real master answers, it joins.
+        """
+        self.endpoint.silent = True
+        self.start()
+        self.addCleanup(self.stop)
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.clock.advance(FAST.handshake_timeout - 0.01)
+        self.net.flush()
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.assertIsNone(self.link.connection)
+        self.clock.advance(0.01)
+        self.net.flush()
+        self.assertTrue(
+            self.logs.has(f"the master did not complete the handshake within {FAST.handshake_timeout} seconds", LogLevel.error)
+        )
+        self.assertTrue(self.net.connections[0].clientTLS.transport.disconnecting)
+        self.endpoint.silent = False
+        self.clock.advance(FAST.connection_retry)
+        self.net.flush()
+        self.assertEqual(self.endpoint.attempts, 2)
+        self.assertIsNotNone(self.link.connection)
 
     def test_refusedWorkerRetriesWithBackoff(self) -> None:
         """
@@ -142,6 +169,7 @@ class MasterLinkTests(SynchronousTestCase):
         link.pump.flush()
         self.assertIsNone(self.link.connection)
         self.assertTrue(self.logs.has("Lost connection to master", LogLevel.error))
+        self.assertFalse(self.logs.has("Keep-alive"), "a lost connection is not a keep-alive failure")
         for _ in range(3):
             self.clock.advance(FAST.connection_retry)
         self.assertIsNone(self.link.connection)

@@ -113,8 +113,8 @@ class WorkerConnection(SealedAMP):
         if self._handshakeTimer is not None and self._handshakeTimer.active():
             self._handshakeTimer.cancel()
         self._handshakeTimer = None
-        if self.joined:
-            self.fleet.leave(self, reason)
+        if self.joined and self.fleet.leave(self):
+            self.log.info("Worker {name} disconnected ({why}).", name=self.nodeName, why=reason.getErrorMessage())
         super().connectionLost(reason)
 
     def _closeSoon(self) -> None:

@@ -63,7 +63,8 @@ class MasterConnection(SealedAMP):
         return f"master {self.masterName or ''} ({self.peerDescription()})".replace("  ", " ")
 
     def handshakeCompleted(self) -> None:
-        self._tlsUp.callback(None)
+        if not self._tlsUp.called:  # the join may have timed out already
+            self._tlsUp.callback(None)
 
     def connectionLost(self, reason: Failure) -> None:
         if not self._tlsUp.called:
