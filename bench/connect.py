@@ -79,6 +79,7 @@ from wazuhcluster.protocol.sealing import (  # noqa: E402
 )
 from wazuhcluster.protocol.worker import MasterConnection, MasterConnectionFactory  # noqa: E402
 from wazuhcluster.protocol.workercommands import KeepAlive  # noqa: E402
+from wazuhcluster.nodehome import writeNodeHome  # noqa: E402
 from wazuhcluster.tls import TLSMaterial, clientOptions, makeSelfSigned  # noqa: E402
 
 CLUSTER = "benchcluster"
@@ -231,37 +232,17 @@ class Master:
         self.profileTo = profileTo
         self.process: subprocess.Popen | None = None
         self.backlog: int | None = None
-        etc = os.path.join(self.home, "etc")
-        os.makedirs(etc)
-        self.config = os.path.join(etc, "ossec.conf")
-        with open(self.config, "w") as f:
-            f.write(
-                f"""<ossec_config>
-  <cluster>
-    <name>{CLUSTER}</name>
-    <node_name>{MASTER_NAME}</node_name>
-    <key>{self.key}</key>
-    <node_type>master</node_type>
-    <port>{self.port}</port>
-    <bind_addr>127.0.0.1</bind_addr>
-    <nodes>
-      <node>127.0.0.1</node>
-    </nodes>
-    <hidden>no</hidden>
-    <disabled>no</disabled>
-  </cluster>
-</ossec_config>
-"""
-            )
         # Keep the master's own cycles out of the way of a run of a few
         # minutes: no worker is dropped for silence, handshakes have time.
-        with open(os.path.join(etc, "local_internal_options.conf"), "w") as f:
-            f.write(
-                "cluster.check_worker_lastkeepalive=600\n"
-                "cluster.max_allowed_time_without_keepalive=1200\n"
-                "cluster.handshake_timeout=60\n"
-                "wazuh_clusterd.debug=0\n"
-            )
+        home = writeNodeHome(
+            self.home, MASTER_NAME, "master", self.key, self.port, clusterName=CLUSTER,
+            options={
+                "check_worker_lastkeepalive": 600,
+                "max_allowed_time_without_keepalive": 1200,
+                "handshake_timeout": 60,
+            },
+        )
+        self.config = home.ossecConf
         self.socketPath = os.path.join(self.home, "queue", "cluster", "c-internal.sock")
         self.output = os.path.join(self.home, "master.out")
 

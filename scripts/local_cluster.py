@@ -19,25 +19,9 @@ import subprocess
 import sys
 import time
 
+from wazuhcluster.nodehome import writeNodeHome
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-CONFIG = """<ossec_config>
-  <cluster>
-    <name>wazuh</name>
-    <node_name>{name}</node_name>
-    <key>{key}</key>
-    <node_type>{type}</node_type>
-    <port>{port}</port>
-    <bind_addr>127.0.0.1</bind_addr>
-    <nodes>
-      <node>127.0.0.1</node>
-    </nodes>
-    <hidden>no</hidden>
-    <disabled>no</disabled>
-  </cluster>
-</ossec_config>
-"""
-
 
 def freePort(preferred: int) -> int:
     for port in (preferred, 0):
@@ -48,14 +32,6 @@ def freePort(preferred: int) -> int:
                 continue
             return s.getsockname()[1]
     raise SystemExit("no free port on 127.0.0.1")
-
-
-def makeHome(home: str, name: str, nodeType: str, key: str, port: int) -> None:
-    os.makedirs(os.path.join(home, "etc"), exist_ok=True)
-    with open(os.path.join(home, "etc", "ossec.conf"), "w") as f:
-        f.write(CONFIG.format(name=name, key=key, type=nodeType, port=port))
-    with open(os.path.join(home, "etc", "local_internal_options.conf"), "w") as f:
-        f.write("# Demo timings: quicker than production.\ncluster.keep_alive=5\n")
 
 
 def clusterControl(home: str, *args: str) -> subprocess.CompletedProcess:
@@ -87,7 +63,7 @@ def main() -> None:
     try:
         for folder, name, nodeType in nodes:
             home = os.path.join(args.work, folder)
-            makeHome(home, name, nodeType, key, port)
+            writeNodeHome(home, name, nodeType, key, port, options={"keep_alive": 5})
             if nodeType == "master":
                 shutil.copytree(os.path.join(ROOT, "sample", "etc"), os.path.join(home, "etc"), dirs_exist_ok=True)
             processes.append(subprocess.Popen(
