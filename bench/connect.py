@@ -329,7 +329,7 @@ class TimedMasterConnection(MasterConnection):
 
 class TimedFactory(MasterConnectionFactory):
     def buildProtocol(self, addr: object) -> MasterConnection:
-        protocol = TimedMasterConnection(self.settings)
+        protocol = TimedMasterConnection(self.settings, self.clock)
         protocol.factory = self
         self.lastBuilt = protocol
         return protocol
@@ -361,7 +361,7 @@ async def joinOne(reactor: Any, port: int, settings: LinkSettings) -> dict[str, 
     endpoint = wrapClientTLS(
         clientOptions(settings.tls), TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
     )
-    protocol = await endpoint.connect(TimedFactory(settings))
+    protocol = await endpoint.connect(TimedFactory(settings, reactor))
     connected = time.perf_counter()
     await protocol.join()
     joined = time.perf_counter()
@@ -633,7 +633,7 @@ def sealedPair() -> tuple[amp.AMP, amp.AMP, iosim.IOPump]:
     fleet = Fleet(masterSettings, clock)
     client, server, pump = iosim.connectedServerAndClient(
         lambda: WorkerConnection(fleet, masterSettings, clock),
-        lambda: MasterConnection(workerSettings_),
+        lambda: MasterConnection(workerSettings_, clock),
     )
     client.handshakeCompleted()  # no TLS here; keeps its Deferred quiet
     workerNonce, masterNonce, binding = os.urandom(32), os.urandom(32), b"in-memory"

@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from .protocol.link import LinkSettings
 from .protocol.nodeinfo import AsksAboutNodes, NotConnectedToMaster
+from .protocol.stream import SinkFactory
 from .protocol.worker import HandshakeFailed, MasterConnection, MasterConnectionFactory
 from .protocol.workercommands import KeepAlive
 
@@ -127,13 +128,14 @@ class MasterLink(MultiService, AsksAboutNodes):
         endpoint: IStreamClientEndpoint,
         clock: IReactorTime,
         jitter: Callable[[], float] = random.random,
+        sinksFor: "Callable[[MasterConnection], dict[str, tuple[SinkFactory, int]]] | None" = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.clock = clock
         self.connection: MasterConnection | None = None
         self.failedKeepAlives = 0
-        factory = MasterConnectionFactory(settings)
+        factory = MasterConnectionFactory(settings, clock, sinksFor)
         self._service = ClientService(
             _JoinGateEndpoint(endpoint, factory),
             factory,

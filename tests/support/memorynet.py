@@ -106,7 +106,9 @@ class MemoryNetwork:
         self.connections.append(connection)
         return connection
 
-    def joinWorker(self, master: "MasterHarness", worker: LinkSettings, clientHost: str = "10.0.0.2"):
+    def joinWorker(
+        self, master: "MasterHarness", worker: LinkSettings, clientHost: str = "10.0.0.2", sinksFor: Any = None
+    ):
         """
         Connect a worker to C{master} and start its handshake; returns the
         connection and the Deferred of C{join()}, after pumping everything.
@@ -116,7 +118,7 @@ class MemoryNetwork:
         from wazuhcluster.protocol.worker import MasterConnectionFactory
 
         connection = self.connect(
-            master.factory, master.settings.tls, MasterConnectionFactory(worker), worker.tls, clientHost
+            master.factory, master.settings.tls, MasterConnectionFactory(worker, self.clock, sinksFor), worker.tls, clientHost
         )
         connection.flush()
         joined = Deferred.fromCoroutine(connection.client.join())
@@ -145,11 +147,12 @@ class MasterHarness:
         options: InternalOptions = FAST,
         name: str = "master-node",
         tls: TLSMaterial | None = None,
+        sinksFor: Any = None,
     ) -> None:
         self.clock = clock
         self.settings = settings(name, "master", options=options, tls=tls)
         self.fleet = Fleet(self.settings, clock)
-        self.factory = WorkerConnectionFactory(self.fleet, self.settings, clock)
+        self.factory = WorkerConnectionFactory(self.fleet, self.settings, clock, sinksFor)
 
 
 class MemoryEndpoint:

@@ -148,7 +148,7 @@ class HandshakeTests(SynchronousTestCase):
         connection = self.net.connect(
             self.master.factory,
             self.master.settings.tls,
-            MasterConnectionFactory(settings("node02")),
+            MasterConnectionFactory(settings("node02"), self.clock),
             selfSigned("node02"),
         )
         self.clock.advance(self.master.settings.options.handshake_timeout - 0.1)
@@ -164,7 +164,7 @@ class HandshakeTests(SynchronousTestCase):
         connection = self.net.connect(
             self.master.factory,
             self.master.settings.tls,
-            MasterConnectionFactory(settings("node02")),
+            MasterConnectionFactory(settings("node02"), self.clock),
             selfSigned("node02"),
         )
         connection.flush()
@@ -348,7 +348,7 @@ class ManInTheMiddleTests(SynchronousTestCase):
         toRelay = net.connect(
             Factory.forProtocol(lambda: facingWorker),
             selfSigned("relay"),
-            MasterConnectionFactory(workerSettings),
+            MasterConnectionFactory(workerSettings, clock),
             workerSettings.tls,
         )
         # relay -> (its own TLS session) -> master

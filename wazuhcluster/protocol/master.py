@@ -12,7 +12,7 @@ said a word.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -26,6 +26,7 @@ from .link import LinkSettings
 from .mastercommands import Ping
 from .nodeinfo import GetHealth, ListNodes, checkedPage, toBoxes
 from .sealed import SealedAMP
+from .stream import SinkFactory, StreamEndpoint, StreamResponders
 from .sealing import keyProof, proofMatches, sealersFor
 from .workercommands import (
     NONCE_SIZE,
@@ -41,17 +42,26 @@ if TYPE_CHECKING:
     from ..fleet import Fleet
 
 
-class WorkerConnection(SealedAMP):
+class WorkerConnection(StreamResponders, SealedAMP):
     """The master's end of one worker's connection."""
 
     log = Logger()
     unsealedCommands = frozenset({Authenticate.commandName, ProveKey.commandName})
 
-    def __init__(self, fleet: "Fleet", settings: LinkSettings, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        fleet: "Fleet",
+        settings: LinkSettings,
+        clock: IReactorTime,
+        sinksFor: "Callable[[WorkerConnection], dict[str, tuple[SinkFactory, int]]] | None" = None,
+    ) -> None:
         super().__init__()
         self.fleet = fleet
         self.settings = settings
         self.clock = clock
+        self.streams = StreamEndpoint(
+            self, clock, sinksFor(self) if sinksFor else {}, settings.options.timeout_receiving_file
+        )
         self.nodeName: str | None = None
         self.version = ""
         self.connectedSince = 0.0
@@ -113,6 +123,7 @@ class WorkerConnection(SealedAMP):
         if self._handshakeTimer is not None and self._handshakeTimer.active():
             self._handshakeTimer.cancel()
         self._handshakeTimer = None
+        self.streams.connectionLost()
         if self.joined and self.fleet.leave(self):
             self.log.info("Worker {name} disconnected ({why}).", name=self.nodeName, why=reason.getErrorMessage())
         super().connectionLost(reason)
@@ -224,12 +235,19 @@ class WorkerConnectionFactory(ServerFactory):
 
     noisy = False
 
-    def __init__(self, fleet: "Fleet", settings: LinkSettings, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        fleet: "Fleet",
+        settings: LinkSettings,
+        clock: IReactorTime,
+        sinksFor: "Callable[[WorkerConnection], dict[str, tuple[SinkFactory, int]]] | None" = None,
+    ) -> None:
         self.fleet = fleet
         self.settings = settings
         self.clock = clock
+        self.sinksFor = sinksFor
 
     def buildProtocol(self, addr: object) -> amp.AMP:
-        protocol = WorkerConnection(self.fleet, self.settings, self.clock)
+        protocol = WorkerConnection(self.fleet, self.settings, self.clock, self.sinksFor)
         protocol.factory = self
         return protocol

@@ -16,10 +16,10 @@ The handshake, once TLS is up:
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -29,6 +29,7 @@ from ..tls import PeerIdentityError, channelBinding, checkPeerIdentity, peerCert
 from .link import LinkSettings
 from .mastercommands import Ping
 from .sealed import SealedAMP
+from .stream import SinkFactory, StreamEndpoint, StreamResponders
 from .sealing import keyProof, proofMatches, sealersFor
 from .workercommands import NONCE_SIZE, Authenticate, Hello, HelloRefused, KeyRefused, ProveKey
 
@@ -38,14 +39,22 @@ class HandshakeFailed(Exception):
 
 
 @implementer(IHandshakeListener)
-class MasterConnection(SealedAMP):
+class MasterConnection(StreamResponders, SealedAMP):
     """The worker's end of its connection to the master."""
 
     log = Logger()
 
-    def __init__(self, settings: LinkSettings) -> None:
+    def __init__(
+        self,
+        settings: LinkSettings,
+        clock: IReactorTime,
+        sinksFor: "Callable[[MasterConnection], dict[str, tuple[SinkFactory, int]]] | None" = None,
+    ) -> None:
         super().__init__()
         self.settings = settings
+        self.streams = StreamEndpoint(
+            self, clock, sinksFor(self) if sinksFor else {}, settings.options.timeout_receiving_file
+        )
         self.masterName: str | None = None
         self._tlsUp: Deferred[None] = Deferred()
         self._lost: Deferred[None] = Deferred()
@@ -67,6 +76,7 @@ class MasterConnection(SealedAMP):
             self._tlsUp.callback(None)
 
     def connectionLost(self, reason: Failure) -> None:
+        self.streams.connectionLost()
         if not self._tlsUp.called:
             self._tlsUp.errback(reason)
         self._lost.callback(None)
@@ -131,12 +141,19 @@ class MasterConnectionFactory(Factory):
 
     noisy = False
 
-    def __init__(self, settings: LinkSettings) -> None:
+    def __init__(
+        self,
+        settings: LinkSettings,
+        clock: IReactorTime,
+        sinksFor: "Callable[[MasterConnection], dict[str, tuple[SinkFactory, int]]] | None" = None,
+    ) -> None:
         self.settings = settings
+        self.clock = clock
+        self.sinksFor = sinksFor
         self.lastBuilt: MasterConnection | None = None
 
     def buildProtocol(self, addr: object) -> MasterConnection:
-        protocol = MasterConnection(self.settings)
+        protocol = MasterConnection(self.settings, self.clock, self.sinksFor)
         protocol.factory = self
         self.lastBuilt = protocol
         return protocol
