@@ -6,7 +6,7 @@ setup(
     description="A Twisted re-implementation of the Wazuh manager cluster daemon",
     python_requires=">=3.10",
     packages=find_packages(exclude=["tests", "tests.*", "bench"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/*.py"]},
+    package_data={"twisted": ["plugins/*.py"], "wazuhcluster.sync": ["cluster.json"]},
     install_requires=[
         "twisted>=24.7",
         "pyopenssl>=24",

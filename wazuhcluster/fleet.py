@@ -12,6 +12,7 @@ out until the master restarts (Wazuh issue #1355).
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -22,6 +23,7 @@ from .protocol.link import LinkSettings, majorMinor
 from .protocol.master import WorkerConnection
 from .protocol.nodeinfo import NodeHealth, NodeInfo
 from .protocol.workercommands import HelloRefused
+from .sync.status import IntegrityStatus
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 
@@ -38,6 +40,8 @@ class Fleet(Service):
         self.startedAt = clock.seconds()
         self._workers: dict[str, WorkerConnection] = {}
         self._joining: set[str] = set()
+        #: The integrity status of a worker by name, when the master syncs files.
+        self.integrityStatus: Callable[[str], IntegrityStatus] | None = None
         self._checker = LoopingCall(self.dropSilentWorkers)
         self._checker.clock = clock
 
@@ -155,10 +159,24 @@ class Fleet(Service):
             NodeHealth(
                 mine.nodeName, mine.masterAddress, "master", mine.version, self.startedAt, 0.0
             )
-        ] + [
-            NodeHealth(name, c.address, "worker", c.version, c.connectedSince, c.lastKeepAlive)
-            for name, c in sorted(self._workers.items())
-        ]
+        ] + [self._workerHealth(name, c) for name, c in sorted(self._workers.items())]
+
+    def _workerHealth(self, name: str, connection: WorkerConnection) -> NodeHealth:
+        status = self.integrityStatus(name) if self.integrityStatus else IntegrityStatus()
+        return NodeHealth(
+            name, connection.address, "worker", connection.version,
+            connection.connectedSince, connection.lastKeepAlive,
+            sync_integrity_running=status.running,
+            integrity_start=status.date_start,
+            integrity_end=status.date_end,
+            integrity_shared=status.shared,
+            integrity_missing=status.missing,
+            integrity_extra=status.extra,
+            integrity_extra_valid=status.extra_valid,
+            agentgroups_start=status.agentgroups_start,
+            agentgroups_end=status.agentgroups_end,
+            agentgroups_total=status.agentgroups_total,
+        )
 
 
 class FleetView:

@@ -129,13 +129,14 @@ class MasterLink(MultiService, AsksAboutNodes):
         clock: IReactorTime,
         jitter: Callable[[], float] = random.random,
         sinksFor: "Callable[[MasterConnection], dict[str, tuple[SinkFactory, int]]] | None" = None,
+        onIntegrityChanged: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.clock = clock
         self.connection: MasterConnection | None = None
         self.failedKeepAlives = 0
-        factory = MasterConnectionFactory(settings, clock, sinksFor)
+        factory = MasterConnectionFactory(settings, clock, sinksFor, onIntegrityChanged)
         self._service = ClientService(
             _JoinGateEndpoint(endpoint, factory),
             factory,

@@ -26,6 +26,9 @@ from .internal_options import InternalOptions, load_internal_options
 from .masterlink import MasterLink
 from .protocol.link import LinkSettings
 from .protocol.master import WorkerConnectionFactory
+from .sync.masterintegrity import MasterIntegrity
+from .sync.table import SyncTable
+from .sync.workerintegrity import WorkerIntegrity
 from .tls import clientOptions, loadTLSMaterial, serverOptions
 
 
@@ -108,9 +111,13 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
     tls = loadTLSMaterial(home, config, setup.configPath)
     settings = LinkSettings.fromConfig(config, setup.options, tls, __version__)
     node = NodeService(setup, foreground)
+    table = SyncTable.load()
     if config.is_master:
         fleet = Fleet(settings, reactor)
         fleet.setServiceParent(node)
+        integrity = MasterIntegrity(home, table, setup.options, reactor, lambda: fleet.workers)
+        integrity.setServiceParent(node)
+        fleet.integrityStatus = integrity.statusOf
         listening = StreamServerEndpointService(
             # A deep backlog: after a master restart every worker reconnects
             # within a second, and the default of 50 made a quarter of 100
@@ -119,7 +126,7 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
             SSL4ServerEndpoint(
                 reactor, config.port, serverOptions(tls), backlog=1024, interface=config.bind_addr
             ),
-            WorkerConnectionFactory(fleet, settings, reactor),
+            WorkerConnectionFactory(fleet, settings, reactor, integrity.sinksFor),
         )
         listening._raiseSynchronously = True
         listening.setServiceParent(node)
@@ -128,8 +135,14 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
         endpoint = wrapClientTLS(
             clientOptions(tls), HostnameEndpoint(reactor, config.master_address, config.port)
         )
-        link = MasterLink(settings, endpoint, reactor)
+        integrity = WorkerIntegrity(home, table, setup.options, reactor, config.node_name)
+        link = MasterLink(
+            settings, endpoint, reactor,
+            sinksFor=integrity.sinksFor, onIntegrityChanged=integrity.syncSoon,
+        )
+        integrity.connectionToMaster = lambda: link.connection
         link.setServiceParent(node)
+        integrity.setServiceParent(node)
         view = link
     controlSocketService(reactor, home.controlSocket, view).setServiceParent(node)
     return node

@@ -48,9 +48,23 @@ class HealthAction:
                 else:
                     out.write(f"        Connected since: {date(node.connected_since)}\n")
                     out.write(f"        Last keep alive: {date(node.last_keep_alive)}\n")
+                    out.write("        Integrity:\n")
+                    out.write(f"            Synchronizing now: {'yes' if node.sync_integrity_running else 'no'}\n")
+                    out.write(f"            Last synchronization: {date(node.integrity_start)} - {date(node.integrity_end)}\n")
+                    out.write(
+                        f"            Files: {node.integrity_shared} shared, {node.integrity_missing} missing,"
+                        f" {node.integrity_extra} extra, {node.integrity_extra_valid} extra valid\n"
+                    )
+                    out.write(
+                        f"        Agent groups received: {node.agentgroups_total}"
+                        f" (last {date(node.agentgroups_start)} - {date(node.agentgroups_end)})\n"
+                    )
             else:
                 detail = f"{node.type}, version {node.version}"
                 if node.type == "worker":
-                    detail += f", last keep alive {date(node.last_keep_alive)}"
+                    detail += (
+                        f", last keep alive {date(node.last_keep_alive)},"
+                        f" integrity synced {date(node.integrity_end)}"
+                    )
                 out.write(f"    {node.name} ({node.address}): {detail}\n")
         return missingNodes(wanted, [n.name for n in nodes], out)

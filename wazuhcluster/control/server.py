@@ -21,8 +21,7 @@ from ..protocol.nodeinfo import (
     ListNodes,
     NodeHealth,
     NodeInfo,
-    checkedPage,
-    toBoxes,
+    pageOf,
 )
 
 #: Mode of the control socket: the daemon's user and group only.
@@ -47,8 +46,7 @@ class ControlProtocol(amp.AMP):
     @ListNodes.responder
     def listNodes(self, offset: int, limit: int) -> Deferred[dict[str, Any]]:
         async def answer() -> dict[str, Any]:
-            nodes = await self.view.nodes()
-            return {"nodes": toBoxes(nodes[checkedPage(offset, limit)]), "total": len(nodes)}
+            return pageOf(ListNodes, await self.view.nodes(), offset, limit)
 
         return Deferred.fromCoroutine(answer())
 
@@ -56,11 +54,7 @@ class ControlProtocol(amp.AMP):
     def getHealth(self, offset: int, limit: int) -> Deferred[dict[str, Any]]:
         async def answer() -> dict[str, Any]:
             name, nodes = await self.view.health()
-            return {
-                "cluster_name": name,
-                "nodes": toBoxes(nodes[checkedPage(offset, limit)]),
-                "total": len(nodes),
-            }
+            return {"cluster_name": name, **pageOf(GetHealth, nodes, offset, limit)}
 
         return Deferred.fromCoroutine(answer())
 

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from ..tls import channelBinding, peerCertificate
 from .link import LinkSettings
 from .mastercommands import Ping
-from .nodeinfo import GetHealth, ListNodes, checkedPage, toBoxes
+from .nodeinfo import GetHealth, ListNodes, pageOf
 from .sealed import SealedAMP
 from .stream import SinkFactory, StreamEndpoint, StreamResponders
 from .sealing import keyProof, proofMatches, sealersFor
@@ -211,17 +211,11 @@ class WorkerConnection(StreamResponders, SealedAMP):
 
     @ListNodes.responder
     def listNodes(self, offset: int, limit: int) -> dict[str, Any]:
-        nodes = self.fleet.nodes()
-        return {"nodes": toBoxes(nodes[checkedPage(offset, limit)]), "total": len(nodes)}
+        return pageOf(ListNodes, self.fleet.nodes(), offset, limit)
 
     @GetHealth.responder
     def getHealth(self, offset: int, limit: int) -> dict[str, Any]:
-        nodes = self.fleet.health()
-        return {
-            "cluster_name": self.settings.clusterName,
-            "nodes": toBoxes(nodes[checkedPage(offset, limit)]),
-            "total": len(nodes),
-        }
+        return {"cluster_name": self.settings.clusterName, **pageOf(GetHealth, self.fleet.health(), offset, limit)}
 
     def ping(self, timeout: float) -> Deferred:
         """Fires with C{True} if the worker answers within C{timeout}, else C{False}."""

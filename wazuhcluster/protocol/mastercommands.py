@@ -16,3 +16,14 @@ class Ping(amp.Command):
 
     arguments: list = []
     response: list = []
+
+
+class IntegrityChanged(amp.Command):
+    """
+    The master's synchronised files changed (inotify saw it): the worker
+    syncs now instead of at its next cycle.  No answer needed.
+    """
+
+    arguments: list = []
+    response: list = []
+    requiresAnswer = False

@@ -12,9 +12,12 @@ from __future__ import annotations
 from attrs import asdict, frozen
 from twisted.protocols import amp
 
-#: Nodes per page: each entry is bounded (names of 64 characters at most),
-#: so a page stays far below one AMP value.
+#: Nodes per page of L{ListNodes}: each entry is bounded (names of 64
+#: characters at most), so a page stays far below one AMP value.
 PAGE_SIZE = 100
+
+#: Nodes per page of L{GetHealth}, whose entries are four times larger.
+HEALTH_PAGE_SIZE = 25
 
 
 @frozen
@@ -29,7 +32,10 @@ class NodeInfo:
 
 @frozen
 class NodeHealth:
-    """One connected node as C{cluster_control -i} describes it."""
+    """
+    One connected node as C{cluster_control -i} describes it.  Times are
+    seconds since the epoch on the master's clock, 0 for never.
+    """
 
     name: str
     address: str
@@ -37,6 +43,16 @@ class NodeHealth:
     version: str
     connected_since: float
     last_keep_alive: float
+    sync_integrity_running: bool = False
+    integrity_start: float = 0.0
+    integrity_end: float = 0.0
+    integrity_shared: int = 0
+    integrity_missing: int = 0
+    integrity_extra: int = 0
+    integrity_extra_valid: int = 0
+    agentgroups_start: float = 0.0
+    agentgroups_end: float = 0.0
+    agentgroups_total: int = 0
 
 
 def toBoxes(items: list) -> list[dict]:
@@ -61,6 +77,16 @@ HEALTH_LIST = amp.AmpList(
         (b"version", amp.Unicode()),
         (b"connected_since", amp.Float()),
         (b"last_keep_alive", amp.Float()),
+        (b"sync_integrity_running", amp.Boolean()),
+        (b"integrity_start", amp.Float()),
+        (b"integrity_end", amp.Float()),
+        (b"integrity_shared", amp.Integer()),
+        (b"integrity_missing", amp.Integer()),
+        (b"integrity_extra", amp.Integer()),
+        (b"integrity_extra_valid", amp.Integer()),
+        (b"agentgroups_start", amp.Float()),
+        (b"agentgroups_end", amp.Float()),
+        (b"agentgroups_total", amp.Integer()),
     ]
 )
 
@@ -72,6 +98,8 @@ class NotConnectedToMaster(Exception):
 class ListNodes(amp.Command):
     """A page of the nodes of the cluster, master first."""
 
+    pageSize = PAGE_SIZE
+
     arguments = [(b"offset", amp.Integer()), (b"limit", amp.Integer())]
     response = [(b"nodes", NODE_LIST), (b"total", amp.Integer())]
     errors = {NotConnectedToMaster: b"NOT_CONNECTED_TO_MASTER"}
@@ -79,6 +107,8 @@ class ListNodes(amp.Command):
 
 class GetHealth(amp.Command):
     """The cluster name and a page of the connected nodes' health, master first."""
+
+    pageSize = HEALTH_PAGE_SIZE
 
     arguments = [(b"offset", amp.Integer()), (b"limit", amp.Integer())]
     response = [
@@ -89,9 +119,14 @@ class GetHealth(amp.Command):
     errors = {NotConnectedToMaster: b"NOT_CONNECTED_TO_MASTER"}
 
 
-def checkedPage(offset: int, limit: int) -> slice:
-    """The slice a page request asks for, with its limit capped at L{PAGE_SIZE}."""
-    return slice(max(offset, 0), max(offset, 0) + min(max(limit, 0), PAGE_SIZE))
+def pageOf(command: type[amp.Command], items: list, offset: int, limit: int) -> dict:
+    """
+    The answer to a page request of C{command} over C{items}: the page
+    (its limit capped at the command's page size) and the total.
+    """
+    start = max(offset, 0)
+    page = items[start : start + min(max(limit, 0), command.pageSize)]
+    return {"nodes": toBoxes(page), "total": len(items)}
 
 
 class AsksAboutNodes:
@@ -107,10 +142,10 @@ class AsksAboutNodes:
 
     async def _allPages(self, command: type[amp.Command]) -> tuple[dict, list[dict]]:
         peer = self.answeringPeer()
-        first = await peer.callRemote(command, offset=0, limit=PAGE_SIZE)
+        first = await peer.callRemote(command, offset=0, limit=command.pageSize)
         items = list(first["nodes"])
         while len(items) < first["total"]:
-            page = await peer.callRemote(command, offset=len(items), limit=PAGE_SIZE)
+            page = await peer.callRemote(command, offset=len(items), limit=command.pageSize)
             if not page["nodes"]:
                 break
             items.extend(page["nodes"])

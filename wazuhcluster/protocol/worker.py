@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from ..tls import PeerIdentityError, channelBinding, checkPeerIdentity, peerCertificate
 from .link import LinkSettings
-from .mastercommands import Ping
+from .mastercommands import IntegrityChanged, Ping
 from .sealed import SealedAMP
 from .stream import SinkFactory, StreamEndpoint, StreamResponders
 from .sealing import keyProof, proofMatches, sealersFor
@@ -135,6 +135,12 @@ class MasterConnection(StreamResponders, SealedAMP):
     def ping(self) -> dict[str, Any]:
         return {}
 
+    @IntegrityChanged.responder
+    def integrityChanged(self) -> dict[str, Any]:
+        if self.joined and self.factory is not None and self.factory.onIntegrityChanged is not None:
+            self.factory.onIntegrityChanged()
+        return {}
+
 
 class MasterConnectionFactory(Factory):
     """Makes the L{MasterConnection} of each attempt to reach the master."""
@@ -146,10 +152,12 @@ class MasterConnectionFactory(Factory):
         settings: LinkSettings,
         clock: IReactorTime,
         sinksFor: "Callable[[MasterConnection], dict[str, tuple[SinkFactory, int]]] | None" = None,
+        onIntegrityChanged: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.sinksFor = sinksFor
+        self.onIntegrityChanged = onIntegrityChanged
         self.lastBuilt: MasterConnection | None = None
 
     def buildProtocol(self, addr: object) -> MasterConnection:

@@ -1,0 +1,345 @@
+"""
+The master's side of integrity: its file manifest, and each worker's sync.
+
+Every C{recalculate_integrity} seconds (and at once when inotify sees a
+synchronised folder change) the master rescans the table in a thread,
+re-hashing only files whose size, mtime, inode or ctime moved.  When the
+manifest changed, it tells the connected workers, which then sync at once
+instead of waiting for their next cycle.
+
+A worker's sync: the worker streams its manifest; the master compares it
+with its own, records the counts, answers with them, and then streams the
+worker one compressed bundle of the missing and different files plus the
+list of files to delete.  Files under an "extra valid" rule that only the
+worker has (agent group assignments of agents that started reporting to
+it) are asked for, and kept only for agents the master knows.  One sync at
+a time per worker; any failure is logged and the next cycle retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Iterator
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from ..agents.clientkeys import knownAgentIDs
+from ..home import WazuhHome
+from ..internal_options import InternalOptions
+from ..protocol.mastercommands import IntegrityChanged
+from ..protocol.stream import SinkFactory, chunksOf
+from .bundle import BundleWriter
+from .compare import Comparison, compare
+from .manifest import FileEntry, ManifestDecoder
+from .scan import IntegrityScanner, ScanResult
+from .stager import Stager
+from .status import IntegrityStatus
+from .table import SyncTable, UnsafePath
+from .transfer import MAX_BUNDLE_BYTES, MAX_MANIFEST_BYTES, BundleSink, jsonObject, pathLines
+
+RunInThread = Callable[..., Deferred]
+
+
+class MasterIntegrity(Service):
+    """The master's manifest and the integrity syncs of its workers."""
+
+    log = Logger()
+    logTag = "[Master] [Integrity]"
+
+    def __init__(
+        self,
+        home: WazuhHome,
+        table: SyncTable,
+        options: InternalOptions,
+        clock: IReactorTime,
+        workers: Callable[[], dict[str, Any]],
+        runInThread: RunInThread = deferToThread,
+        watch: bool = True,
+    ) -> None:
+        """
+        @param workers: the joined workers' connections by name (the fleet's).
+        @param watch: whether to watch the folders with inotify (Linux).
+        """
+        self.home = home
+        self.table = table
+        self.options = options
+        self.clock = clock
+        self.workers = workers
+        self.runInThread = runInThread
+        self.watch = watch
+        self.scanner = IntegrityScanner(home.root, table)
+        self.current: ScanResult | None = None
+        self.statuses: dict[str, IntegrityStatus] = {}
+        self.lastScanSeconds = 0.0
+        self._scanning: list[Deferred] | None = None
+        self._loop = LoopingCall(self._cycle)
+        self._loop.clock = clock
+        self._notifier: Any = None
+        self._pendingRescan: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        for folder in self.table.folders():
+            os.makedirs(self.home.path(folder), mode=0o770, exist_ok=True)
+        self._loop.start(self.options.recalculate_integrity, now=True)
+        if self.watch:
+            self._startWatching()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        if self._notifier is not None:
+            self._notifier.loseConnection()
+            self._notifier = None
+        if self._pendingRescan is not None and self._pendingRescan.active():
+            self._pendingRescan.cancel()
+
+    def statusOf(self, name: str) -> IntegrityStatus:
+        """The sync status of worker C{name} (a fresh one for a new worker)."""
+        return self.statuses.setdefault(name, IntegrityStatus())
+
+    # The master's manifest.
+
+    def _cycle(self) -> Deferred:
+        return self.recalculate().addErrback(
+            lambda f: self.log.failure("Could not compute the integrity of the master's files", f)
+        )
+
+    def recalculate(self) -> Deferred[ScanResult]:
+        """
+        Scan now (in a thread), or join the scan already running; fires with
+        the result.  Workers are told when the files changed.
+        """
+        waiter: Deferred[ScanResult] = Deferred()
+        if self._scanning is not None:
+            self._scanning.append(waiter)
+            return waiter
+        self._scanning = [waiter]
+        started = self.clock.seconds()
+
+        def done(result: ScanResult) -> None:
+            waiters, self._scanning = self._scanning or [], None
+            previous, self.current = self.current, result
+            self.lastScanSeconds = self.clock.seconds() - started
+            self.log.debug(
+                "Integrity computed: {n} files, {hashed} hashed, {reused} unchanged, in {t:.3f} s.",
+                n=len(result.files),
+                hashed=result.hashed,
+                reused=result.reused,
+                t=self.lastScanSeconds,
+            )
+            if previous is None or (previous.unreadable, previous.refused) != (result.unreadable, result.refused):
+                for path in sorted(result.unreadable)[:20]:
+                    self.log.error("Cannot read {path}: it is not synchronised until it can be read.", path=path)
+                for path in sorted(result.refused)[:20]:
+                    self.log.error("Skipped {path}: {why}.", path=path,
+                                   why="not a UTF-8 name, or a folder that links outside the home")
+            if previous is not None and previous.files != result.files:
+                self._notifyWorkers()
+            for w in waiters:
+                w.callback(result)
+
+        def failed(failure: Any) -> None:
+            waiters, self._scanning = self._scanning or [], None
+            for w in waiters:
+                w.errback(failure)
+
+        self.runInThread(self.scanner.scan).addCallbacks(done, failed)
+        return waiter
+
+    def _notifyWorkers(self) -> None:
+        for connection in list(self.workers().values()):
+            try:
+                connection.callRemote(IntegrityChanged)
+            except Exception:
+                pass  # a connection closing right now: it resyncs when it rejoins
+
+    def _startWatching(self) -> None:
+        try:
+            from twisted.internet import inotify
+        except ImportError:
+            self.log.info("inotify is not available: changes are found every {n} seconds.",
+                          n=self.options.recalculate_integrity)
+            return
+        notifier = inotify.INotify()
+        notifier.startReading()
+        mask = (
+            inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO | inotify.IN_MOVED_FROM
+            | inotify.IN_DELETE | inotify.IN_CREATE | inotify.IN_ATTRIB
+        )
+        for rule in self.table.rules:
+            notifier.watch(
+                _filePath(self.home.path(rule.folder)),
+                mask=mask,
+                autoAdd=rule.recursive,
+                recursive=rule.recursive,
+                callbacks=[self._changed],
+            )
+        self._notifier = notifier
+
+    def _changed(self, watch: object, path: object, mask: int) -> None:
+        # Changes come in bursts (a file written, then renamed): rescan once, shortly.
+        if self._pendingRescan is None or not self._pendingRescan.active():
+            self._pendingRescan = self.clock.callLater(0.2, self._cycle)
+
+    # A worker's sync.
+
+    def sinksFor(self, connection: Any) -> dict[str, tuple[SinkFactory, int]]:
+        """The streams a worker's connection may send to the master."""
+        return {
+            "integrity-manifest": (lambda info: _ManifestSink(self, connection), MAX_MANIFEST_BYTES),
+            "extra-valid": (lambda info: self._extraValidSink(connection), MAX_BUNDLE_BYTES),
+        }
+
+    async def workerManifest(self, connection: Any, files: dict[str, FileEntry]) -> str:
+        """
+        Compare a worker's manifest with the master's, start the transfer it
+        needs, and return the counts for the worker.
+        """
+        name = connection.nodeName
+        status = self.statusOf(name)
+        if status.running:
+            return json.dumps({"busy": True})
+        status.running, status.date_start, status.last_error = True, self.clock.seconds(), ""
+        try:
+            current = self.current if self.current is not None else await self.recalculate()
+            comparison = compare(current.files, files, self.table, current.unstable)
+        except BaseException:
+            status.running = False
+            raise
+        status.missing, status.shared = len(comparison.missing), len(comparison.shared)
+        status.extra, status.extra_valid = len(comparison.extra), len(comparison.extra_valid)
+        for path in comparison.refused[:10]:
+            self.log.warn(
+                "Worker {name} listed a path outside the synchronised folders: {path!r}; ignored.",
+                name=name,
+                path=path,
+            )
+        transfer = bool(comparison.missing or comparison.shared or comparison.extra)
+        answer = {
+            "in_sync": comparison.inSync,
+            "missing": status.missing,
+            "shared": status.shared,
+            "extra": status.extra,
+            "extra_valid": status.extra_valid,
+            "transfer": transfer,
+        }
+        if comparison.inSync:
+            status.running, status.date_end = False, self.clock.seconds()
+        else:
+            Deferred.fromCoroutine(self._transfer(connection, status, comparison))
+        return json.dumps(answer)
+
+    async def _transfer(self, connection: Any, status: IntegrityStatus, comparison: Comparison) -> None:
+        name = connection.nodeName
+        try:
+            if comparison.missing or comparison.shared or comparison.extra:
+                sending = comparison.missing + comparison.shared
+                writer = BundleWriter(
+                    [(p, self.home.path(p)) for p in sending],
+                    comparison.extra,
+                    spoolFolder=self.home.path("queue", "cluster"),
+                )
+                pieces = writer.chunks()
+                try:
+                    answer = await connection.streams.send(
+                        "integrity-bundle",
+                        json.dumps({"files": len(sending), "deletions": len(comparison.extra)}),
+                        lambda: self.runInThread(next, pieces, None),
+                        timeout=self.options.timeout_receiving_file,
+                    )
+                finally:
+                    pieces.close()
+                result = jsonObject(answer)
+                for path, reason in writer.failed[:20]:
+                    self.log.error("Could not send {path} to worker {name}: {reason}.",
+                                   path=path, name=name, reason=reason)
+                self.log.info(
+                    "Integrity sync with worker {name}: {sent} files sent ({bytes} bytes compressed),"
+                    " {deleted} deleted on the worker{skipped}.",
+                    name=name,
+                    sent=len(writer.sent),
+                    bytes=writer.bytesOut,
+                    deleted=result.get("deleted", 0),
+                    skipped=(
+                        f"; {len(writer.skipped)} changed while being read and are retried next cycle"
+                        if writer.skipped
+                        else ""
+                    ),
+                )
+            if comparison.extra_valid:
+                await connection.streams.send(
+                    "integrity-request",
+                    "extra-valid",
+                    chunksOf(pathLines(comparison.extra_valid)),
+                    timeout=self.options.timeout_receiving_file,
+                )
+            status.date_end = self.clock.seconds()
+        except Exception as e:
+            status.last_error = str(e) or type(e).__name__
+            self.log.warn(
+                "Integrity sync with worker {name} failed: {why}; it is retried next cycle.",
+                name=name,
+                why=status.last_error,
+            )
+        finally:
+            status.running = False
+
+    def _extraValidSink(self, connection: Any) -> BundleSink:
+        """Group assignments a worker sends: kept only for agents the master knows."""
+        status = self.statusOf(connection.nodeName)
+        status.agentgroups_running, status.agentgroups_start = True, self.clock.seconds()
+        known = knownAgentIDs(self.home.path("etc", "client.keys"))
+
+        def resolve(relpath: str) -> tuple[str, int, str | None]:
+            target, rule = self.table.resolve(self.home.root, relpath)
+            if not rule.extra_valid:
+                raise UnsafePath(f"{relpath!r} is not a file a worker may send")
+            if os.path.basename(relpath) not in known:
+                raise UnsafePath(f"agent {os.path.basename(relpath)!r} is not registered on the master")
+            return target, rule.mode, None
+
+        def finished(result: dict[str, Any] | None, error: str | None) -> None:
+            status.agentgroups_running = False
+            if result is not None:
+                status.agentgroups_end = self.clock.seconds()
+                status.agentgroups_total = result["written"]
+
+        return BundleSink(
+            Stager(resolve, UnsafePath), self.runInThread, f"worker {connection.nodeName}", finished,
+            logTag=f"[Worker {connection.nodeName}] [Agent-groups recv]",
+        )
+
+
+class _ManifestSink:
+    """A worker's manifest arriving: decoded as it comes, compared at the end."""
+
+    def __init__(self, master: MasterIntegrity, connection: Any) -> None:
+        self.master = master
+        self.connection = connection
+        self.decoder = ManifestDecoder()
+
+    def feed(self, data: bytes) -> None:
+        self.decoder.feed(data)
+
+    def close(self) -> Deferred[str]:
+        return Deferred.fromCoroutine(self.master.workerManifest(self.connection, self.decoder.finish()))
+
+    def abort(self, reason: str) -> None:
+        pass
+
+
+def _filePath(path: str) -> Any:
+    from twisted.python.filepath import FilePath
+
+    return FilePath(path)
+
+
+__all__ = ["MasterIntegrity", "Iterator"]

@@ -1,0 +1,311 @@
+"""
+Finding the synchronised files of one node and their MD5s.
+
+Both sides of the integrity synchronisation scan the same way: the master to
+know what it must send, a worker to tell the master what it has.  Scans run
+every few seconds, so a file is re-hashed only when its size, modification
+time, inode or change time moved since the last scan; an unchanged tree
+costs one C{lstat} per file.  The walk never follows a symbolic link and
+never reads anything but regular files, because the tree may hold links
+planted to make the master send, or a worker overwrite, a file outside the
+table.  Files that cannot be pinned down this round (changing while hashed,
+unreadable) are reported as unstable, so the round neither sends nor deletes
+them.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import threading
+import time
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+from attrs import field, frozen
+
+from .manifest import FileEntry
+from .table import MAX_PATH_BYTES, TEMPORARY_PREFIX, SyncRule, SyncTable, isInside
+
+__all__ = ["RACY_WINDOW_NS", "IntegrityScanner", "ScanResult"]
+
+#: A file whose change time is this close (or closer) to the start of the
+#: scan that hashed it is hashed again next scan: a write in the same clock
+#: tick as the hash would leave its (size, mtime, inode, ctime) unchanged.
+RACY_WINDOW_NS = 50_000_000
+
+#: Filesystems that keep whole seconds (a change time with no fraction) get
+#: this much more.
+_COARSE_WINDOW_NS = 2_000_000_000
+
+_md5 = hashlib.md5
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+_Key = tuple[int, int, int, int]
+
+
+@frozen
+class ScanResult:
+    """
+    One scan of a node's synchronised files.
+
+    C{files} maps every synchronised file found (relative path) to its entry.
+    C{unstable} holds what must be neither sent nor deleted this round: files
+    that changed while being hashed twice in a row, files that could not be
+    read, and folders (ending with ``/``) that could not be listed or whose
+    rule folder is an unsafe symbolic link; none of them is in C{files}.
+    C{unreadable} names, among those, the files and folders that could not be
+    read, and C{refused} the names that cannot be synchronised (not UTF-8,
+    too long) or rule folders that are unsafe links, for the log.
+    C{hashed}, C{bytesHashed} and C{reused} count the work done.
+    """
+
+    files: Mapping[str, FileEntry]
+    unstable: frozenset[str]
+    hashed: int
+    bytesHashed: int
+    reused: int
+    unreadable: frozenset[str] = field(default=frozenset())
+    refused: frozenset[str] = field(default=frozenset())
+
+
+def _key(st: os.stat_result) -> _Key:
+    """What must not change for a cached MD5 to stay valid."""
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+class IntegrityScanner:
+    """
+    Walks the table under HOME and computes MD5 and mtime of each file,
+    re-hashing only files whose (size, mtime_ns, inode, ctime_ns) changed
+    since the last scan.  Blocking: meant to run in a thread (deferToThread)
+    one scan at a time; concurrent calls wait for each other.
+
+    C{now} gives the wall clock in nanoseconds; tests replace it to control
+    which files count as just changed (see L{RACY_WINDOW_NS}).
+    """
+
+    def __init__(
+        self,
+        home: str,
+        table: SyncTable,
+        blockSize: int = 1 << 20,
+        now: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if blockSize < 1:
+            raise ValueError(f"blockSize must be at least 1 byte, not {blockSize}")
+        self._home = os.path.abspath(home)
+        self._table = table
+        self._blockSize = blockSize
+        self._now = now
+        self._cache: dict[str, tuple[_Key, FileEntry]] = {}
+        self._lock = threading.Lock()
+
+    def scan(self) -> ScanResult:
+        """Walk every rule folder once and describe every synchronised file found."""
+        with self._lock:
+            return _Scan(self).run()
+
+    # Used by _Scan; kept apart so that a test can replace it.
+    def _hashFile(self, path: str, expected: os.stat_result) -> tuple[str, os.stat_result, int]:
+        """
+        The MD5 of the regular file at C{path}, which C{expected} describes,
+        the file's status after reading, and the bytes read; the MD5 is empty
+        if fewer bytes than expected could be read.  It reads at most the
+        expected size, so a file growing while hashed costs no more (and a
+        device swapped in is not read forever); the caller compares the status
+        after with C{expected}.
+        """
+        fd = os.open(path, _OPEN_FLAGS)
+        try:
+            digest = _md5(usedforsecurity=False)
+            blockSize = self._blockSize
+            size = expected.st_size
+            total = 0
+            while total < size:
+                try:
+                    data = os.read(fd, min(blockSize, size - total))
+                except OSError:
+                    after = os.fstat(fd)
+                    if _key(after) != _key(expected) or not stat.S_ISREG(after.st_mode):
+                        # Swapped for a folder, a fifo...: the caller retries.
+                        return "", after, total
+                    raise
+                if not data:
+                    return "", os.fstat(fd), total
+                digest.update(data)
+                total += len(data)
+            return digest.hexdigest(), os.fstat(fd), total
+        finally:
+            os.close(fd)
+
+
+class _Scan:
+    """One walk of the table: the state of one L{IntegrityScanner.scan} call."""
+
+    def __init__(self, scanner: IntegrityScanner) -> None:
+        self.scanner = scanner
+        self.table = scanner._table
+        self.home = scanner._home
+        self.oldCache = scanner._cache
+        self.cache: dict[str, tuple[_Key, FileEntry]] = {}
+        self.files: dict[str, FileEntry] = {}
+        self.unstable: set[str] = set()
+        self.unreadable: set[str] = set()
+        self.refused: set[str] = set()
+        self.hashed = 0
+        self.bytesHashed = 0
+        self.reused = 0
+        self.started = scanner._now()
+
+    def run(self) -> ScanResult:
+        """Walk every rule and return the result; the cache keeps only what was seen."""
+        ruleFolders = frozenset(self.table.folders())
+        for rule in self.table.rules:
+            base = self._ruleFolder(rule)
+            if base is not None:
+                self._walk(rule, base, ruleFolders)
+        self.scanner._cache = self.cache
+        return ScanResult(
+            files=MappingProxyType(self.files),
+            unstable=frozenset(self.unstable),
+            hashed=self.hashed,
+            bytesHashed=self.bytesHashed,
+            reused=self.reused,
+            unreadable=frozenset(self.unreadable),
+            refused=frozenset(self.refused),
+        )
+
+    def _ruleFolder(self, rule: SyncRule) -> str | None:
+        """
+        The absolute folder of C{rule} if it should be walked: it exists, and
+        is a folder or a symbolic link to a folder inside the home (as
+        L{SyncTable.resolve} accepts); an unsafe one is held and refused.
+        """
+        base = os.path.join(self.home, rule.folder[:-1])
+        try:
+            st = os.lstat(base)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            self.unstable.add(rule.folder)
+            self.unreadable.add(rule.folder)
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            return base
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(base)
+            if isInside(real, os.path.realpath(self.home)) and os.path.isdir(real):
+                return base
+        self.unstable.add(rule.folder)
+        self.refused.add(rule.folder)
+        return None
+
+    def _walk(self, rule: SyncRule, base: str, ruleFolders: frozenset[str]) -> None:
+        """Add every synchronised file under C{base}, the folder of C{rule}."""
+        excludedNames = self.table.excluded_names
+        excludedSuffixes = self.table.excluded_suffixes
+        names = rule.names
+        recursive = rule.recursive
+        oldCache = self.oldCache
+        cache = self.cache
+        files = self.files
+        stack = [(base, rule.folder)]
+        while stack:
+            folder, relFolder = stack.pop()
+            try:
+                entries = os.scandir(folder)
+            except OSError as e:
+                if e.errno not in _GONE:
+                    self.unstable.add(relFolder)
+                    self.unreadable.add(relFolder)
+                continue
+            with entries:
+                for entry in entries:
+                    name = entry.name
+                    if (
+                        name in excludedNames
+                        or name.endswith(excludedSuffixes)
+                        or name.startswith(TEMPORARY_PREFIX)
+                    ):
+                        continue
+                    relpath = relFolder + name
+                    if not name.isascii() or len(relpath) > MAX_PATH_BYTES // 4:
+                        if not _synchronisable(relpath):
+                            self.refused.add(relpath)
+                            continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            if recursive and relpath + "/" not in ruleFolders:
+                                stack.append((entry.path, relpath + "/"))
+                            continue
+                        if not entry.is_file(follow_symlinks=False):
+                            continue
+                    except OSError:
+                        continue
+                    if names is not None and name not in names:
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError as e:
+                        if e.errno not in _GONE:
+                            self.unstable.add(relpath)
+                            self.unreadable.add(relpath)
+                        continue
+                    if not stat.S_ISREG(st.st_mode):
+                        continue
+                    cached = oldCache.get(relpath)
+                    if cached is not None and cached[0] == _key(st):
+                        files[relpath] = cached[1]
+                        cache[relpath] = cached
+                        self.reused += 1
+                        continue
+                    self._hash(relpath, entry.path, st)
+
+    def _hash(self, relpath: str, path: str, st: os.stat_result) -> None:
+        """
+        Hash one file; if its status changed while it was hashed, hash it once
+        more, and if it changes again call it unstable.
+        """
+        for attempt in range(2):
+            try:
+                digest, after, read = self.scanner._hashFile(path, st)
+            except OSError as e:
+                if e.errno not in _GONE:
+                    self.unstable.add(relpath)
+                    self.unreadable.add(relpath)
+                return
+            if attempt == 0:
+                self.hashed += 1
+            self.bytesHashed += read
+            key = _key(st)
+            if digest and _key(after) == key:
+                entry = FileEntry(digest, st.st_mtime_ns / 1e9, st.st_size)
+                self.files[relpath] = entry
+                window = RACY_WINDOW_NS
+                if st.st_ctime_ns % 1_000_000_000 == 0:
+                    window += _COARSE_WINDOW_NS
+                if st.st_ctime_ns < self.started - window:
+                    self.cache[relpath] = (key, entry)
+                return
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError as e:
+                if e.errno not in _GONE:
+                    self.unstable.add(relpath)
+                    self.unreadable.add(relpath)
+                return
+            if not stat.S_ISREG(st.st_mode):
+                return
+        self.unstable.add(relpath)
+
+
+def _synchronisable(relpath: str) -> bool:
+    """Whether C{relpath}, found on disk, can cross the wire: valid UTF-8, within limits."""
+    try:
+        return len(relpath.encode("utf-8")) <= MAX_PATH_BYTES
+    except UnicodeEncodeError:
+        return False

@@ -1,0 +1,219 @@
+"""
+The worker's side of integrity: send its manifest, take the master's files.
+
+Every C{sync_integrity} seconds, and at once when the master says its files
+changed, the worker scans its own copy of the table (in a thread, the same
+scanner as the master's), streams the manifest to the master, and then
+receives the bundle the master sends: files written to temporary names as
+they arrive, all renamed into place when the bundle is complete, extras
+deleted, empty folders pruned where the table says.  Every path is checked
+against the table before anything is written: a master, even a hostile
+one, cannot write outside the synchronised folders.  One sync at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from ..home import WazuhHome
+from ..internal_options import InternalOptions
+from ..protocol.stream import SinkFactory, chunksOf
+from .bundle import BundleWriter
+from .manifest import encodeManifest
+from .scan import IntegrityScanner
+from .stager import Stager, removeStaleTemporaries
+from .table import SyncTable, UnsafePath
+from .transfer import MAX_BUNDLE_BYTES, MAX_PATH_LIST_BYTES, BundleSink, PathListSink, jsonObject
+
+
+class WorkerIntegrity(Service):
+    """The worker's integrity cycle."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        home: WazuhHome,
+        table: SyncTable,
+        options: InternalOptions,
+        clock: IReactorTime,
+        nodeName: str,
+        runInThread: Callable[..., Deferred] = deferToThread,
+    ) -> None:
+        self.home = home
+        self.table = table
+        self.options = options
+        self.clock = clock
+        self.runInThread = runInThread
+        self.logTag = f"[Worker {nodeName}] [Integrity]"
+        self.scanner = IntegrityScanner(home.root, table)
+        #: Where the connection to the master comes from (set by the builder).
+        self.connectionToMaster: Callable[[], Any] = lambda: None
+        self.running = False
+        self.lastSyncStart = self.lastSyncEnd = 0.0
+        self.lastResult: dict[str, Any] = {}
+        self._again = False
+        self._bundleDone: Deferred[None] | None = None
+        self._bundleExpected: IDelayedCall | None = None
+        self._loop = LoopingCall(self._cycle)
+        self._loop.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        removed = removeStaleTemporaries(
+            [self.home.path(f) for f in self.table.folders() if os.path.isdir(self.home.path(f))]
+        )
+        if removed:
+            self.log.info(
+                "Removed {n} temporary files left by an interrupted transfer.", n=len(removed)
+            )
+        self._loop.start(self.options.sync_integrity, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+    def resolve(self, relpath: str) -> tuple[str, int, str | None]:
+        """Where a file from the master goes, and with which mode; refuses unsafe paths."""
+        target, rule = self.table.resolve(self.home.root, relpath)
+        return target, rule.mode, self.home.path(rule.folder) if rule.prune_empty_folders else None
+
+    def syncSoon(self) -> None:
+        """The master's files changed: sync now (or right after the running sync)."""
+        if self.running:
+            self._again = True
+        else:
+            self.clock.callLater(0, self._cycle)
+
+    def _cycle(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self.sync()).addErrback(
+            lambda f: self.log.failure("Integrity cycle failed", f)
+        )
+
+    async def sync(self) -> None:
+        """One integrity sync with the master, if connected and none is running."""
+        connection = self.connectionToMaster()
+        if connection is None or self.running:
+            return
+        self.running, self.lastSyncStart = True, self.clock.seconds()
+        self._bundleDone = Deferred()
+        try:
+            scan = await self.runInThread(self.scanner.scan)
+            answer = jsonObject(
+                await connection.streams.send(
+                    "integrity-manifest",
+                    "",
+                    chunksOf(encodeManifest(scan.files)),
+                    timeout=self.options.timeout_receiving_file,
+                )
+            )
+            if answer.get("busy"):
+                self.log.debug("The master is still busy with this worker's previous sync.")
+            elif answer.get("in_sync"):
+                self.log.debug("Files in sync with the master ({n} files).", n=len(scan.files))
+            else:
+                self.log.info(
+                    "Integrity check: {missing} missing, {shared} different, {extra} extra,"
+                    " {extra_valid} extra valid.",
+                    missing=answer.get("missing"),
+                    shared=answer.get("shared"),
+                    extra=answer.get("extra"),
+                    extra_valid=answer.get("extra_valid"),
+                )
+                if answer.get("transfer"):
+                    await self._waitForBundle()
+            self.lastSyncEnd = self.clock.seconds()
+        except Exception as e:
+            self.log.warn(
+                "Integrity sync failed: {why}; retrying in {n} seconds.",
+                why=str(e) or type(e).__name__,
+                n=self.options.sync_integrity,
+            )
+        finally:
+            self.running = False
+            self._bundleDone = None
+            if self._again:
+                self._again = False
+                self.syncSoon()
+
+    async def _waitForBundle(self) -> None:
+        done = self._bundleDone
+        if done is None or done.called:
+            return
+        # The master opens the bundle stream right away; once open, the
+        # stream's own idle timeout bounds it.
+        self._bundleExpected = self.clock.callLater(
+            self.options.timeout_receiving_file,
+            lambda: done.called or done.errback(TimeoutError("the master did not send the files")),
+        )
+        await done
+
+    def _bundleOpened(self) -> None:
+        if self._bundleExpected is not None and self._bundleExpected.active():
+            self._bundleExpected.cancel()
+
+    def _bundleFinished(self, result: dict[str, Any] | None, error: str | None) -> None:
+        self.lastResult = result or {"error": error}
+        done = self._bundleDone
+        if done is not None and not done.called:
+            if result is None:
+                done.errback(RuntimeError(error or "the transfer broke"))
+            else:
+                done.callback(None)
+
+    def sinksFor(self, connection: Any) -> dict[str, tuple[SinkFactory, int]]:
+        """The streams the master may send this worker."""
+
+        def bundle(info: str) -> BundleSink:
+            self._bundleOpened()
+            return BundleSink(
+                Stager(self.resolve, UnsafePath), self.runInThread, "the master",
+                self._bundleFinished, logTag=self.logTag,
+            )
+
+        def request(info: str) -> PathListSink:
+            return PathListSink(lambda paths: self._sendExtraValid(connection, paths))
+
+        return {
+            "integrity-bundle": (bundle, MAX_BUNDLE_BYTES),
+            "integrity-request": (request, MAX_PATH_LIST_BYTES),
+        }
+
+    def _sendExtraValid(self, connection: Any, paths: list[str]) -> None:
+        """Send the master the files it asked for (only extra-valid ones)."""
+        files = []
+        for path in paths:
+            try:
+                target, rule = self.table.resolve(self.home.root, path)
+            except UnsafePath as e:
+                self.log.warn("The master asked for a file it may not have: {why}.", why=e)
+                continue
+            if rule.extra_valid and os.path.isfile(target):
+                files.append((path, target))
+        writer = BundleWriter(files, [])
+        pieces = writer.chunks()
+
+        async def send() -> None:
+            try:
+                await connection.streams.send(
+                    "extra-valid", json.dumps({"files": len(files)}),
+                    lambda: self.runInThread(next, pieces, None),
+                    timeout=self.options.timeout_receiving_file,
+                )
+                self.log.info("Sent {n} agent group files to the master.", n=len(writer.sent))
+            except Exception as e:
+                self.log.warn("Could not send agent group files to the master: {why}.", why=e)
+            finally:
+                pieces.close()
+
+        Deferred.fromCoroutine(send())
