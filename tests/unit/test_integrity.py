@@ -66,6 +66,11 @@ class IntegrityTests(SynchronousTestCase):
         self.master.fleet.integrityStatus = self.masterIntegrity.statusOf
         self.master.factory.sinksFor = self.masterIntegrity.sinksFor
         self.worker = WorkerIntegrity(self.workerHome, self.table, FAST, self.clock, "node02", runInThread=inline)
+        # Started as the daemon starts them (their own cycles are driven by hand here).
+        self.masterIntegrity.startService()
+        self.addCleanup(self.masterIntegrity.stopService)
+        self.worker.startService()
+        self.addCleanup(self.worker.stopService)
 
     def join(self) -> None:
         self.connection, joined = self.net.joinWorker(
@@ -81,7 +86,7 @@ class IntegrityTests(SynchronousTestCase):
             self.net.flush()
             self.clock.advance(0)
         self.successResultOf(d)
-        self.assertFalse(self.worker.running)
+        self.assertFalse(self.worker.syncing)
 
     def masterFiles(self) -> None:
         write(self.masterHome, "etc/client.keys", f"001 web 10.0.0.5 {KEY}\n002 db any {KEY}\n".encode(), 1_700_000_000)

@@ -58,7 +58,8 @@ class WorkerIntegrity(Service):
         self.scanner = IntegrityScanner(home.root, table)
         #: Where the connection to the master comes from (set by the builder).
         self.connectionToMaster: Callable[[], Any] = lambda: None
-        self.running = False
+        #: Whether a sync is under way (not Service.running: that one says started).
+        self.syncing = False
         self.lastSyncStart = self.lastSyncEnd = 0.0
         self.lastResult: dict[str, Any] = {}
         self._again = False
@@ -90,7 +91,7 @@ class WorkerIntegrity(Service):
 
     def syncSoon(self) -> None:
         """The master's files changed: sync now (or right after the running sync)."""
-        if self.running:
+        if self.syncing:
             self._again = True
         else:
             self.clock.callLater(0, self._cycle)
@@ -103,9 +104,9 @@ class WorkerIntegrity(Service):
     async def sync(self) -> None:
         """One integrity sync with the master, if connected and none is running."""
         connection = self.connectionToMaster()
-        if connection is None or self.running:
+        if connection is None or self.syncing:
             return
-        self.running, self.lastSyncStart = True, self.clock.seconds()
+        self.syncing, self.lastSyncStart = True, self.clock.seconds()
         self._bundleDone = Deferred()
         try:
             scan = await self.runInThread(self.scanner.scan)
@@ -140,7 +141,7 @@ class WorkerIntegrity(Service):
                 n=self.options.sync_integrity,
             )
         finally:
-            self.running = False
+            self.syncing = False
             self._bundleDone = None
             if self._again:
                 self._again = False
