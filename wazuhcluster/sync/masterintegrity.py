@@ -210,7 +210,8 @@ class MasterIntegrity(Service):
         status.running, status.date_start, status.last_error = True, self.clock.seconds(), ""
         try:
             current = self.current if self.current is not None else await self.recalculate()
-            comparison = compare(current.files, files, self.table, current.unstable)
+            # Tens of thousands of entries: compared in a thread, like the hashing.
+            comparison = await self.runInThread(compare, current.files, files, self.table, current.unstable)
         except BaseException:
             status.running = False
             raise
@@ -296,13 +297,16 @@ class MasterIntegrity(Service):
         """Group assignments a worker sends: kept only for agents the master knows."""
         status = self.statusOf(connection.nodeName)
         status.agentgroups_running, status.agentgroups_start = True, self.clock.seconds()
-        known = knownAgentIDs(self.home.path("etc", "client.keys"))
+        known: list[frozenset[str]] = []
 
         def resolve(relpath: str) -> tuple[str, int, str | None]:
+            # Runs in the staging thread: client.keys is read there, once.
             target, rule = self.table.resolve(self.home.root, relpath)
             if not rule.extra_valid:
                 raise UnsafePath(f"{relpath!r} is not a file a worker may send")
-            if os.path.basename(relpath) not in known:
+            if not known:
+                known.append(knownAgentIDs(self.home.path("etc", "client.keys")))
+            if os.path.basename(relpath) not in known[0]:
                 raise UnsafePath(f"agent {os.path.basename(relpath)!r} is not registered on the master")
             return target, rule.mode, None
 

@@ -190,8 +190,8 @@ class WorkerIntegrity(Service):
             "integrity-request": (request, MAX_PATH_LIST_BYTES),
         }
 
-    def _sendExtraValid(self, connection: Any, paths: list[str]) -> None:
-        """Send the master the files it asked for (only extra-valid ones)."""
+    def _extraValidFiles(self, paths: list[str]) -> list[tuple[str, str]]:
+        """The requested paths that are this worker's extra-valid files (blocking)."""
         files = []
         for path in paths:
             try:
@@ -201,11 +201,17 @@ class WorkerIntegrity(Service):
                 continue
             if rule.extra_valid and os.path.isfile(target):
                 files.append((path, target))
-        writer = BundleWriter(files, [])
-        pieces = writer.chunks()
+        return files
+
+    def _sendExtraValid(self, connection: Any, paths: list[str]) -> None:
+        """Send the master the files it asked for (only extra-valid ones)."""
 
         async def send() -> None:
+            pieces = None
             try:
+                files = await self.runInThread(self._extraValidFiles, paths)
+                writer = BundleWriter(files, [])
+                pieces = writer.chunks()
                 await connection.streams.send(
                     "extra-valid", json.dumps({"files": len(files)}),
                     lambda: self.runInThread(next, pieces, None),
@@ -215,6 +221,7 @@ class WorkerIntegrity(Service):
             except Exception as e:
                 self.log.warn("Could not send agent group files to the master: {why}.", why=e)
             finally:
-                pieces.close()
+                if pieces is not None:
+                    pieces.close()
 
         Deferred.fromCoroutine(send())
