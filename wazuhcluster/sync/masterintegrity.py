@@ -169,19 +169,27 @@ class MasterIntegrity(Service):
                           n=self.options.recalculate_integrity)
             return
         notifier = inotify.INotify()
-        notifier.startReading()
         mask = (
             inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO | inotify.IN_MOVED_FROM
             | inotify.IN_DELETE | inotify.IN_CREATE | inotify.IN_ATTRIB
         )
-        for rule in self.table.rules:
-            notifier.watch(
-                _filePath(self.home.path(rule.folder)),
-                mask=mask,
-                autoAdd=rule.recursive,
-                recursive=rule.recursive,
-                callbacks=[self._changed],
+        try:
+            notifier.startReading()
+            for rule in self.table.rules:
+                notifier.watch(
+                    _filePath(self.home.path(rule.folder)),
+                    mask=mask,
+                    autoAdd=rule.recursive,
+                    recursive=rule.recursive,
+                    callbacks=[self._changed],
+                )
+        except OSError as e:  # e.g. the per-user limit of inotify watches
+            notifier.loseConnection()
+            self.log.warn(
+                "Cannot watch the synchronised folders ({why}): changes are found every {n} seconds.",
+                why=e, n=self.options.recalculate_integrity,
             )
+            return
         self._notifier = notifier
 
     def _changed(self, watch: object, path: object, mask: int) -> None:
