@@ -20,9 +20,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings, strategies as st
-from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.test_sync_stager import (
+    StagerTestCase,
     Unsafe,
     diskFullAfter,
     makeResolve,
@@ -78,21 +78,13 @@ def pieces(data: bytes, sizes: Iterable[int]) -> Iterator[bytes]:
 AWKWARD = [1] * 300 + [7] * 300 + [65536]
 
 
-class BundleTestCase(SynchronousTestCase):
+class BundleTestCase(StagerTestCase):
+    """A worker home (the stager's) and a "master" folder to read files from."""
+
     def setUp(self) -> None:
+        super().setUp()
         self.source = os.path.abspath(self.mktemp())
-        self.root = os.path.abspath(self.mktemp())
         os.makedirs(self.source)
-        os.makedirs(os.path.join(self.root, "etc", "shared"))
-        os.makedirs(os.path.join(self.root, "etc", "lists"))
-        self.resolve = makeResolve(self.root)
-
-    def path(self, relpath: str) -> str:
-        return os.path.join(self.root, relpath)
-
-    def read(self, relpath: str) -> bytes:
-        with open(self.path(relpath), "rb") as f:
-            return f.read()
 
     def sourceFile(self, relpath: str, data: bytes, mtimeNs: int | None = None) -> tuple[str, str]:
         """A file on the "master", and the pair a writer takes."""
