@@ -63,7 +63,7 @@ def main() -> None:
     try:
         for folder, name, nodeType in nodes:
             home = os.path.join(args.work, folder)
-            writeNodeHome(home, name, nodeType, key, port, options={"keep_alive": 5})
+            writeNodeHome(home, name, nodeType, key, port, options={"keep_alive": 5, "sync_integrity": 3})
             if nodeType == "master":
                 shutil.copytree(os.path.join(ROOT, "sample", "etc"), os.path.join(home, "etc"), dirs_exist_ok=True)
             processes.append(subprocess.Popen(
@@ -88,6 +88,22 @@ def main() -> None:
         print(f"Local cluster up on 127.0.0.1:{port} (homes under {args.work}).\n")
         print(f"$ cluster_control --home {master} -l")
         print(listing.stdout)
+        samples = sorted(
+            os.path.relpath(os.path.join(folder, name), os.path.join(ROOT, "sample"))
+            for folder, _, names in os.walk(os.path.join(ROOT, "sample", "etc"))
+            for name in names
+        )
+        workers = [os.path.join(args.work, f"worker{n}") for n in range(1, args.workers + 1)]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(
+            os.path.exists(os.path.join(w, s)) for w in workers for s in samples
+        ):
+            time.sleep(0.3)
+        synced = all(os.path.exists(os.path.join(w, s)) for w in workers for s in samples)
+        print(
+            f"The master's sample rules ({len(samples)} files under etc/) "
+            + ("have reached every worker." if synced else "have NOT reached every worker in 30 s: see the logs.")
+        )
         print(f"Logs: {args.work}/*/logs/cluster.log")
         if args.exit_after_join:
             return
