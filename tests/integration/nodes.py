@@ -572,3 +572,90 @@ class Cluster:
             if err.strip():
                 parts.append(f"----- stderr -----\n{err}")
         return "\n".join(parts)
+
+
+# A hostile master, for the integrity tests. ---------------------------------
+
+#: A master started from the project's own code (L{wazuhcluster.node.loadNode}
+#: and L{wazuhcluster.node.makeNodeService} on Twisted's reactor, logging to
+#: HOME/logs/cluster.log as twistd would), except that every bundle it sends
+#: a worker carries extra records chosen by the test.  Arguments: the master's
+#: ossec.conf, then a JSON object with "files" ([relative path to announce,
+#: absolute path to read] pairs) and "deletions" (relative paths).
+HOSTILE_MASTER_SCRIPT = r'''
+import json
+import sys
+
+from twisted.internet import reactor
+from twisted.logger import Logger, globalLogBeginner
+
+import wazuhcluster.sync.masterintegrity as masterintegrity
+from wazuhcluster.logs import clusterLogObserver, openLogFile
+from wazuhcluster.node import loadNode, makeNodeService
+
+configPath, spec = sys.argv[1], json.loads(sys.argv[2])
+log = Logger(namespace="hostile")
+HonestBundleWriter = masterintegrity.BundleWriter
+
+
+class HostileBundleWriter(HonestBundleWriter):
+    """Sends what the honest writer would, plus the test's records."""
+
+    def __init__(self, files, deletions, *args, **kwargs):
+        files = list(files) + [tuple(record) for record in spec["files"]]
+        deletions = list(deletions) + list(spec["deletions"])
+        log.warn("HOSTILE bundle: {n} files, {d} deletions", n=len(files), d=len(deletions))
+        super().__init__(files, deletions, *args, **kwargs)
+
+
+masterintegrity.BundleWriter = HostileBundleWriter
+setup = loadNode(configPath)
+setup.home.makeFolders()
+observer = clusterLogObserver(openLogFile(setup.home.clusterLog), setup.options.debug > 0, sys.stdout)
+globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+service = makeNodeService(setup, reactor)
+service.privilegedStartService()
+service.startService()
+reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+reactor.run()
+'''
+
+
+class HostileMaster(Node):
+    """A master run by L{HOSTILE_MASTER_SCRIPT} instead of twistd (no pid file)."""
+
+    def __init__(self, cluster: "Cluster", home: Path, spec: dict[str, object], **kwargs: object) -> None:
+        self.spec = spec
+        super().__init__(cluster, home, **kwargs)
+
+    def command(self) -> list[str]:
+        import json
+
+        return [sys.executable, "-c", HOSTILE_MASTER_SCRIPT, str(self.conf), json.dumps(self.spec)]
+
+
+def hostile_master(
+    cluster: Cluster,
+    files: Sequence[tuple[str, str]],
+    deletions: Sequence[str],
+    node_name: str = "master",
+    home: str = "m",
+    **kwargs: object,
+) -> HostileMaster:
+    """
+    A master of C{cluster} (not started) whose bundles also carry C{files}
+    ((path announced, file read on the master)) and C{deletions}.
+    """
+    kwargs.setdefault("key", cluster.key)
+    kwargs.setdefault("cluster_name", cluster.name)
+    kwargs.setdefault("port", cluster.port)
+    node = HostileMaster(
+        cluster,
+        cluster.base / home,
+        {"files": [list(f) for f in files], "deletions": list(deletions)},
+        node_name=node_name,
+        node_type="master",
+        **kwargs,
+    )
+    cluster.nodes.append(node)
+    return node

@@ -229,7 +229,7 @@ class IntegrityTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(self.workerHome.path("etc/ossec.conf")))
         self.assertFalse(os.path.exists(self.workerHome.path("logs/cluster.log")))
         self.assertTrue(os.path.exists(self.workerHome.path("etc/rules/good.xml")))
-        self.assertTrue(self.logs.has("Refused a file from the master", LogLevel.warn))
+        self.assertTrue(self.logs.has("Refused a file from master master-node", LogLevel.warn))
 
     def test_brokenTransferKeepsOldFiles(self) -> None:
         """

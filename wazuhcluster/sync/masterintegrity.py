@@ -283,11 +283,14 @@ class MasterIntegrity(Service):
                         else ""
                     ),
                 )
-            if comparison.extra_valid:
+            # Only the group files of agents the master knows are worth asking
+            # for: the others would be refused, every cycle.
+            wanted = await self.runInThread(self._knownAgentsOnly, comparison.extra_valid)
+            if wanted:
                 await connection.streams.send(
                     "integrity-request",
                     "extra-valid",
-                    chunksOf(pathLines(comparison.extra_valid)),
+                    chunksOf(pathLines(wanted)),
                     timeout=self.options.timeout_receiving_file,
                 )
             status.date_end = self.clock.seconds()
@@ -300,6 +303,13 @@ class MasterIntegrity(Service):
             )
         finally:
             status.running = False
+
+    def _knownAgentsOnly(self, paths: tuple[str, ...]) -> list[str]:
+        """The extra-valid paths that name an agent registered here (blocking)."""
+        if not paths:
+            return []
+        known = knownAgentIDs(self.home.path("etc", "client.keys"))
+        return [p for p in paths if os.path.basename(p) in known]
 
     def _extraValidSink(self, connection: Any) -> BundleSink:
         """Group assignments a worker sends: kept only for agents the master knows."""

@@ -178,7 +178,8 @@ class WorkerIntegrity(Service):
         def bundle(info: str) -> BundleSink:
             self._bundleOpened()
             return BundleSink(
-                Stager(self.resolve, UnsafePath), self.runInThread, "the master",
+                Stager(self.resolve, UnsafePath), self.runInThread,
+                f"master {connection.masterName or connection.peerDescription()}",
                 self._bundleFinished, logTag=self.logTag,
             )
 
