@@ -469,7 +469,6 @@ def test_deletions_extras_pruning_and_extra_valid_group_files(cluster: Cluster) 
         "etc/shared/group2/sub/agent.conf",
         "var/multigroups/xyz/merged.mg",
     ]
-    m1 = master.mark()
     (master.home / "etc/rules/old_rules.xml").unlink()
     (master.home / "etc/rules/sub/nested_rules.xml").unlink()
     shutil.rmtree(master.home / "etc/shared/group2")
