@@ -168,6 +168,29 @@ class MasterIntegrity(Service):
             self.log.info("inotify is not available: changes are found every {n} seconds.",
                           n=self.options.recalculate_integrity)
             return
+        # Twisted's recursive watch visits every file of the tree (seconds
+        # with 50,000 group files, on the reactor): list the folders in a
+        # thread, then watch each folder alone, new sub-folders added as
+        # they appear.
+        self.runInThread(self._foldersToWatch).addCallback(self._watch, inotify).addErrback(
+            lambda f: self.log.failure("Could not watch the synchronised folders", f)
+        )
+
+    def _foldersToWatch(self) -> list[tuple[str, bool]]:
+        """Each folder to watch, and whether new sub-folders are watched too (blocking)."""
+        folders = []
+        for rule in self.table.rules:
+            top = self.home.path(rule.folder)
+            if not rule.recursive:
+                folders.append((top, False))
+                continue
+            for folder, subfolders, _ in os.walk(top):
+                folders.append((folder, True))
+        return folders
+
+    def _watch(self, folders: list[tuple[str, bool]], inotify: Any) -> None:
+        if not self.running:
+            return
         notifier = inotify.INotify()
         mask = (
             inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO | inotify.IN_MOVED_FROM
@@ -175,14 +198,8 @@ class MasterIntegrity(Service):
         )
         try:
             notifier.startReading()
-            for rule in self.table.rules:
-                notifier.watch(
-                    _filePath(self.home.path(rule.folder)),
-                    mask=mask,
-                    autoAdd=rule.recursive,
-                    recursive=rule.recursive,
-                    callbacks=[self._changed],
-                )
+            for folder, autoAdd in folders:
+                notifier.watch(_filePath(folder), mask=mask, autoAdd=autoAdd, callbacks=[self._changed])
         except OSError as e:  # e.g. the per-user limit of inotify watches
             notifier.loseConnection()
             self.log.warn(
@@ -195,7 +212,7 @@ class MasterIntegrity(Service):
     def _changed(self, watch: object, path: object, mask: int) -> None:
         # Changes come in bursts (a file written, then renamed): rescan once, shortly.
         if self._pendingRescan is None or not self._pendingRescan.active():
-            self._pendingRescan = self.clock.callLater(0.2, self._cycle)
+            self._pendingRescan = self.clock.callLater(0.1, self._cycle)
 
     # A worker's sync.
 
@@ -252,9 +269,13 @@ class MasterIntegrity(Service):
             if comparison.missing or comparison.shared or comparison.extra:
                 sending = comparison.missing + comparison.shared
                 writer = BundleWriter(
-                    [(p, self.home.path(p)) for p in sending],
+                    # A generator: the writer walks it in its thread, not on the reactor.
+                    ((p, self.home.path(p)) for p in sending),
                     comparison.extra,
                     spoolFolder=self.home.path("queue", "cluster"),
+                    # Level 1: four times faster than 6 for 2% larger bundles
+                    # (bench/integrity.py); the link is rarely the bottleneck.
+                    level=1,
                 )
                 pieces = writer.chunks()
                 try:

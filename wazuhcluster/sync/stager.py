@@ -300,7 +300,7 @@ class Stager:
             try:
                 os.fchmod(current.fd, current.mode)
                 os.utime(current.fd, ns=(nanoseconds, nanoseconds))
-                os.fsync(current.fd)
+                # No fsync per file: commit() flushes them all at once.
             except OSError as e:
                 raise self._writeError(e, current) from e
         except BaseException:
@@ -367,6 +367,12 @@ class Stager:
         deleted: list[str] = []
         failed: list[tuple[str, str]] = []
         touched: set[str] = set()
+        if self._staged:
+            # Every staged file's data reaches the disk before any rename, so
+            # a crash never leaves a renamed but empty file.  One flush for
+            # all of them: an fsync per file cost 70% of a 50,000-file sync
+            # (bench/integrity.py).
+            os.sync()
         for staged in self._staged.values():
             try:
                 os.replace(staged.temporary, staged.target)
