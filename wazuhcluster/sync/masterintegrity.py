@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -383,6 +383,3 @@ def _filePath(path: str) -> Any:
     from twisted.python.filepath import FilePath
 
     return FilePath(path)
-
-
-__all__ = ["MasterIntegrity", "Iterator"]
