@@ -257,3 +257,28 @@ class IntegrityTests(SynchronousTestCase):
             if name.startswith(".wazuhcluster-")
         ]
         self.assertEqual(leftovers, [])
+
+    def test_linkLostBeforeTheBundleEndsTheWait(self) -> None:
+        """
+        The master answered that files will come, then the link died before
+        the bundle opened: the worker's sync ends at once, not after
+        timeout_receiving_file, so the next one can start when it rejoins.
+        """
+        from twisted.internet.defer import Deferred
+
+        self.masterFiles()
+        self.successResultOf(self.masterIntegrity.recalculate())
+        self.join()
+
+        async def neverSends(*args: object) -> None:
+            await Deferred()
+
+        self.masterIntegrity._transfer = neverSends
+        d = self.worker._cycle()
+        self.net.flush()
+        self.assertTrue(self.worker.syncing)
+        self.connection.serverTLS.transport.abortConnection()
+        self.net.flush()
+        self.successResultOf(d)
+        self.assertFalse(self.worker.syncing)
+        self.assertTrue(self.logs.has("the connection to the master was lost", LogLevel.warn))

@@ -132,7 +132,7 @@ class WorkerIntegrity(Service):
                     extra_valid=answer.get("extra_valid"),
                 )
                 if answer.get("transfer"):
-                    await self._waitForBundle()
+                    await self._waitForBundle(connection)
             self.lastSyncEnd = self.clock.seconds()
         except Exception as e:
             self.log.warn(
@@ -147,17 +147,25 @@ class WorkerIntegrity(Service):
                 self._again = False
                 self.syncSoon()
 
-    async def _waitForBundle(self) -> None:
+    async def _waitForBundle(self, connection: Any) -> None:
         done = self._bundleDone
         if done is None or done.called:
             return
+        # A link lost before the bundle opened ends the wait at once.
+        connection.whenLost().addCallback(
+            lambda _: done.called or done.errback(ConnectionError("the connection to the master was lost"))
+        )
         # The master opens the bundle stream right away; once open, the
         # stream's own idle timeout bounds it.
         self._bundleExpected = self.clock.callLater(
             self.options.timeout_receiving_file,
             lambda: done.called or done.errback(TimeoutError("the master did not send the files")),
         )
-        await done
+        try:
+            await done
+        finally:
+            if self._bundleExpected is not None and self._bundleExpected.active():
+                self._bundleExpected.cancel()
 
     def _bundleOpened(self) -> None:
         if self._bundleExpected is not None and self._bundleExpected.active():
