@@ -16,5 +16,10 @@ setup(
         "treq",
     ],
     extras_require={"test": ["pytest", "pytest-twisted", "hypothesis"]},
-    entry_points={"console_scripts": ["cluster_control = wazuhcluster.control.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "cluster_control = wazuhcluster.control.cli:main",
+            "manage_agents = wazuhcluster.agents.manage:main",
+        ]
+    },
 )

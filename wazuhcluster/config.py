@@ -71,6 +71,10 @@ class ConfigError(Exception):
     """
 
 
+class NoClusterSection(ConfigError):
+    """The file holds no C{<cluster>} section: a standalone manager, for tools that care."""
+
+
 def _tuple_of_str(value: object) -> tuple[str, ...]:
     """Accept any iterable of addresses for L{ClusterConfig.nodes}."""
     return tuple(value)  # type: ignore[arg-type]
@@ -411,7 +415,7 @@ def _read_cluster(root: _Element, source: str) -> tuple[ClusterConfig, list[str]
             if stray
             else ""
         )
-        raise ConfigError(
+        raise NoClusterSection(
             f"{source}: no <cluster> section found inside an <ossec_config> "
             f"block{hint}; add one to run this node in a cluster"
         )
