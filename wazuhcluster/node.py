@@ -18,6 +18,8 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from . import __version__
+from .agents.registration import ForwardedRegistration, MasterRegistration
+from .agents.registry import AgentRegistry
 from .config import ClusterConfig, ConfigError, load_cluster_config
 from .control.server import controlSocketService
 from .fleet import Fleet, FleetView
@@ -115,6 +117,7 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
     if config.is_master:
         fleet = Fleet(settings, reactor)
         fleet.setServiceParent(node)
+        registration = MasterRegistration(AgentRegistry(home))
         integrity = MasterIntegrity(home, table, setup.options, reactor, lambda: fleet.workers)
         integrity.setServiceParent(node)
         fleet.integrityStatus = integrity.statusOf
@@ -126,7 +129,7 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
             SSL4ServerEndpoint(
                 reactor, config.port, serverOptions(tls), backlog=1024, interface=config.bind_addr
             ),
-            WorkerConnectionFactory(fleet, settings, reactor, integrity.sinksFor),
+            WorkerConnectionFactory(fleet, settings, reactor, integrity.sinksFor, registration),
         )
         listening._raiseSynchronously = True
         listening.setServiceParent(node)
@@ -143,8 +146,9 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
         integrity.connectionToMaster = lambda: link.connection
         link.setServiceParent(node)
         integrity.setServiceParent(node)
+        registration = ForwardedRegistration(lambda: link.connection)
         view = link
-    controlSocketService(reactor, home.controlSocket, view).setServiceParent(node)
+    controlSocketService(reactor, home.controlSocket, view, registration).setServiceParent(node)
     return node
 
 

@@ -16,12 +16,15 @@ import sys
 from typing import IO, Sequence
 
 from ..config import ConfigError, NoClusterSection, load_cluster_config
+from ..control.blocking import callControl
+from .registration import MASTER_UNREACHABLE
+from ..protocol.agentcommands import RegisterAgent, RegistryRefused, RemoveAgent
 from ..home import WazuhHome
 from .clientkeys import AgentKey
 from .registry import DEFAULT_GROUP, AgentRegistry, RegistryError
 
 #: The refusal on a worker, as Wazuh words it.
-WORKER_REFUSAL = "agents must be registered in the master node, which is not reachable"
+WORKER_REFUSAL = MASTER_UNREACHABLE
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,6 +77,8 @@ def run(argv: Sequence[str] | None, out: IO[str], err: IO[str]) -> int:
         _printTable(keys.agents, out)
         return 0
     refusal = _localChangesRefused(home)
+    if refusal == WORKER_REFUSAL:
+        return _forwardToMaster(home, arguments, out, err)
     if refusal is not None:
         err.write(f"{refusal}\n")
         return 1
@@ -91,6 +96,35 @@ def run(argv: Sequence[str] | None, out: IO[str], err: IO[str]) -> int:
         return 1
     except OSError as e:
         err.write(f"Cannot change the agent registry in {home.path('etc')}: {e.strerror or e}; check the folder's permissions and free space.\n")
+        return 1
+    return 0
+
+
+def _forwardToMaster(home: WazuhHome, arguments: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """
+    On a worker: the change goes to the master, through this node's daemon
+    and the cluster link; nothing changes locally (integrity sync brings
+    the master's client.keys here).
+    """
+    try:
+        if arguments.add is not None:
+            answer = callControl(
+                home.controlSocket, RegisterAgent,
+                name=arguments.name, ip=arguments.add, group=arguments.group, force=arguments.force,
+            )
+            for old in answer["replaced"]:
+                oldID, oldName, oldIP = old.split(" ", 2)
+                out.write(f"Agent {oldID} ({oldName}, {oldIP}) replaced.\n")
+            out.write(f"Agent added with ID {answer['agent_id']} and key {answer['key']}\n")
+        else:
+            answer = callControl(home.controlSocket, RemoveAgent, agent_id=arguments.remove)
+            out.write(f"Agent {answer['agent_id']} ({answer['name']}, {answer['ip']}) removed.\n")
+    except RegistryRefused as e:
+        err.write(f"{e}\n")
+        return 1
+    except OSError:
+        # No daemon here, or it does not answer: the master cannot be asked.
+        err.write(f"{WORKER_REFUSAL}\n")
         return 1
     return 0
 

@@ -16,6 +16,7 @@ from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
+from ..agents.registration import Registration, RegistrationResponders
 from ..protocol.nodeinfo import (
     GetHealth,
     ListNodes,
@@ -36,12 +37,16 @@ class ClusterView(Protocol):
     async def health(self) -> tuple[str, list[NodeHealth]]: ...
 
 
-class ControlProtocol(amp.AMP):
-    """Answers C{cluster_control}'s questions from a L{ClusterView}."""
+class ControlProtocol(RegistrationResponders, amp.AMP):
+    """
+    Answers C{cluster_control}'s questions from a L{ClusterView}, and
+    C{manage_agents}' registrations through the node's L{Registration}.
+    """
 
-    def __init__(self, view: ClusterView) -> None:
+    def __init__(self, view: ClusterView, registration: Registration | None = None) -> None:
         super().__init__()
         self.view = view
+        self.registration = registration
 
     @ListNodes.responder
     def listNodes(self, offset: int, limit: int) -> Deferred[dict[str, Any]]:
@@ -59,14 +64,16 @@ class ControlProtocol(amp.AMP):
         return Deferred.fromCoroutine(answer())
 
 
-def controlSocketService(reactor: object, path: str, view: ClusterView) -> StreamServerEndpointService:
+def controlSocketService(
+    reactor: object, path: str, view: ClusterView, registration: Registration | None = None
+) -> StreamServerEndpointService:
     """
     The service listening on the control socket.  A lock file beside it
     keeps a second daemon with the same home from taking it over, and lets
     a restarted one replace the socket a killed one left behind.
     """
     endpoint = UNIXServerEndpoint(reactor, path, mode=SOCKET_MODE, wantPID=True)
-    factory = Factory.forProtocol(lambda: ControlProtocol(view))
+    factory = Factory.forProtocol(lambda: ControlProtocol(view, registration))
     factory.noisy = False
     service = StreamServerEndpointService(endpoint, factory)
     service._raiseSynchronously = True

@@ -22,6 +22,8 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from ..tls import channelBinding, peerCertificate
+from ..agents.registration import Registration, RegistrationResponders
+from .agentcommands import RegistryRefused
 from .link import LinkSettings
 from .mastercommands import Ping
 from .nodeinfo import GetHealth, ListNodes, pageOf
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from ..fleet import Fleet
 
 
-class WorkerConnection(StreamResponders, SealedAMP):
+class WorkerConnection(RegistrationResponders, StreamResponders, SealedAMP):
     """The master's end of one worker's connection."""
 
     log = Logger()
@@ -54,8 +56,10 @@ class WorkerConnection(StreamResponders, SealedAMP):
         settings: LinkSettings,
         clock: IReactorTime,
         sinksFor: "Callable[[WorkerConnection], dict[str, tuple[SinkFactory, int]]] | None" = None,
+        registration: "Registration | None" = None,
     ) -> None:
         super().__init__()
+        self.registration = registration
         self.fleet = fleet
         self.settings = settings
         self.clock = clock
@@ -127,6 +131,11 @@ class WorkerConnection(StreamResponders, SealedAMP):
         if self.joined and self.fleet.leave(self):
             self.log.info("Worker {name} disconnected ({why}).", name=self.nodeName, why=reason.getErrorMessage())
         super().connectionLost(reason)
+
+    def _registration(self) -> "Registration":
+        if not self.joined:
+            raise RegistryRefused("only a worker that has joined may forward registrations")
+        return super()._registration()
 
     def _closeSoon(self) -> None:
         """Close after the answer being sent now has gone out."""
@@ -235,13 +244,15 @@ class WorkerConnectionFactory(ServerFactory):
         settings: LinkSettings,
         clock: IReactorTime,
         sinksFor: "Callable[[WorkerConnection], dict[str, tuple[SinkFactory, int]]] | None" = None,
+        registration: "Registration | None" = None,
     ) -> None:
         self.fleet = fleet
         self.settings = settings
         self.clock = clock
         self.sinksFor = sinksFor
+        self.registration = registration
 
     def buildProtocol(self, addr: object) -> amp.AMP:
-        protocol = WorkerConnection(self.fleet, self.settings, self.clock, self.sinksFor)
+        protocol = WorkerConnection(self.fleet, self.settings, self.clock, self.sinksFor, self.registration)
         protocol.factory = self
         return protocol
