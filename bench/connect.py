@@ -64,6 +64,7 @@ from twisted.protocols import amp  # noqa: E402
 from twisted.test import iosim  # noqa: E402
 
 import wazuhcluster  # noqa: E402
+from figures import Results, freePort, percentile  # noqa: E402  (bench/figures.py)
 from wazuhcluster.control.client import ControlClient  # noqa: E402
 from wazuhcluster.fleet import Fleet  # noqa: E402
 from wazuhcluster.internal_options import InternalOptions  # noqa: E402
@@ -98,11 +99,6 @@ MICRO_TIMEOUT = 10.0
 # ---------------------------------------------------------------------------
 # Small helpers.
 
-
-def freePort() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def procCPU(pid: int) -> float:
@@ -166,40 +162,6 @@ def selfCPU() -> float:
 def sleep(reactor: Any, seconds: float) -> Deferred:
     return task.deferLater(reactor, seconds, lambda: None)
 
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
-class Results:
-    """Every figure, in the order it is printed in the summary."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str]] = []
-        self.notes: list[str] = []
-
-    def add(self, label: str, value: str) -> None:
-        self.rows.append((label, value))
-        print(f"  {label}: {value}", flush=True)
-
-    def table(self) -> str:
-        width = max(len(label) for label, _ in self.rows if not label.startswith("## "))
-        line = "-" * (width + 40)
-        out = []
-        for label, value in self.rows:
-            if label.startswith("## "):
-                out.append(line)
-                out.append(label[3:])
-                out.append(line)
-                continue
-            out.append(f"{label.ljust(width)}  {value}")
-        out.append(line)
-        return "\n".join(out)
-
-    def section(self, title: str) -> None:
-        self.rows.append(("## " + title, ""))
-        print(f"\n== {title}", flush=True)
 
 
 # ---------------------------------------------------------------------------

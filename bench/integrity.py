@@ -68,6 +68,7 @@ _REPO = os.path.dirname(_HERE)
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
+from figures import Results, freePort, percentile  # noqa: E402  (bench/figures.py)
 from wazuhcluster.nodehome import writeNodeHome  # noqa: E402
 from wazuhcluster.sync.table import SyncTable  # noqa: E402
 
@@ -103,11 +104,6 @@ LAG_INTERVAL = 0.005
 # Small helpers.
 
 
-def freePort() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def procStatusKB(pid: int, field: str) -> int | None:
     """A C{kB} field (VmRSS, VmHWM) of /proc/PID/status, or None if gone."""
@@ -131,10 +127,6 @@ def procCPU(pid: int) -> float | None:
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 def mb(kb: int | None) -> str:
@@ -163,38 +155,6 @@ def dropTree(path: str) -> None:
     """Remove a tree and flush the deletions, so they do not weigh on what follows."""
     shutil.rmtree(path, ignore_errors=True)
     os.sync()
-
-
-class Results:
-    """Every figure, in the order it is printed in the summary."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str]] = []
-        self.notes: list[str] = []
-
-    def add(self, label: str, value: str) -> None:
-        self.rows.append((label, value))
-        print(f"  {label}: {value}", flush=True)
-
-    def section(self, title: str) -> None:
-        self.rows.append(("## " + title, ""))
-        print(f"\n== {title}", flush=True)
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
-        print(f"  NOTE: {text}", flush=True)
-
-    def table(self) -> str:
-        width = max(len(label) for label, _ in self.rows if not label.startswith("## "))
-        line = "-" * (width + 50)
-        out = []
-        for label, value in self.rows:
-            if label.startswith("## "):
-                out += [line, label[3:], line]
-            else:
-                out.append(f"{label.ljust(width)}  {value}")
-        out.append(line)
-        return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------
