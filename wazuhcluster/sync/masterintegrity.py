@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.filepath import FilePath
 
 from ..agents.clientkeys import knownAgentIDs
 from ..home import WazuhHome
@@ -76,7 +77,6 @@ class MasterIntegrity(Service):
         self.scanner = IntegrityScanner(home.root, table)
         self.current: ScanResult | None = None
         self.statuses: dict[str, IntegrityStatus] = {}
-        self.lastScanSeconds = 0.0
         self._scanning: list[Deferred] | None = None
         self._loop = LoopingCall(self._cycle)
         self._loop.clock = clock
@@ -127,13 +127,13 @@ class MasterIntegrity(Service):
         def done(result: ScanResult) -> None:
             waiters, self._scanning = self._scanning or [], None
             previous, self.current = self.current, result
-            self.lastScanSeconds = self.clock.seconds() - started
+            seconds = self.clock.seconds() - started
             self.log.debug(
                 "Integrity computed: {n} files, {hashed} hashed, {reused} unchanged, in {t:.3f} s.",
                 n=len(result.files),
                 hashed=result.hashed,
                 reused=result.reused,
-                t=self.lastScanSeconds,
+                t=seconds,
             )
             if previous is None or (previous.unreadable, previous.refused) != (result.unreadable, result.refused):
                 for path in sorted(result.unreadable)[:20]:
@@ -199,7 +199,7 @@ class MasterIntegrity(Service):
         try:
             notifier.startReading()
             for folder, autoAdd in folders:
-                notifier.watch(_filePath(folder), mask=mask, autoAdd=autoAdd, callbacks=[self._changed])
+                notifier.watch(FilePath(folder), mask=mask, autoAdd=autoAdd, callbacks=[self._changed])
         except OSError as e:  # e.g. the per-user limit of inotify watches
             notifier.loseConnection()
             self.log.warn(
@@ -378,8 +378,3 @@ class _ManifestSink:
     def abort(self, reason: str) -> None:
         pass
 
-
-def _filePath(path: str) -> Any:
-    from twisted.python.filepath import FilePath
-
-    return FilePath(path)

@@ -60,7 +60,6 @@ class WorkerIntegrity(Service):
         self.connectionToMaster: Callable[[], Any] = lambda: None
         #: Whether a sync is under way (not Service.running: that one says started).
         self.syncing = False
-        self.lastSyncStart = self.lastSyncEnd = 0.0
         self.lastResult: dict[str, Any] = {}
         self._again = False
         self._bundleDone: Deferred[None] | None = None
@@ -106,7 +105,7 @@ class WorkerIntegrity(Service):
         connection = self.connectionToMaster()
         if connection is None or self.syncing:
             return
-        self.syncing, self.lastSyncStart = True, self.clock.seconds()
+        self.syncing = True
         self._bundleDone = Deferred()
         try:
             scan = await self.runInThread(self.scanner.scan)
@@ -133,7 +132,6 @@ class WorkerIntegrity(Service):
                 )
                 if answer.get("transfer"):
                     await self._waitForBundle(connection)
-            self.lastSyncEnd = self.clock.seconds()
         except Exception as e:
             self.log.warn(
                 "Integrity sync failed: {why}; retrying in {n} seconds.",
