@@ -15,8 +15,16 @@ import tempfile
 TEMPORARY_SUFFIX = ".tmp"
 
 
-def writeFileAtomically(path: str, data: bytes, mode: int = 0o640) -> None:
-    """Replace C{path} with C{data}, all or nothing."""
+def writeFileAtomically(
+    path: str, data: bytes, mode: int = 0o640, durable: bool = True, mtimeNs: int | None = None
+) -> None:
+    """
+    Replace C{path} with C{data}, all or nothing.  C{durable=False} skips
+    the flush to disk, for state that is rewritten every few seconds (agent
+    statuses): a crash may then lose the new content, never the old file.
+    C{mtimeNs} sets the file's modification time (in nanoseconds) before it
+    appears.
+    """
     folder = os.path.dirname(path) or "."
     fd, temporary = tempfile.mkstemp(
         dir=folder, prefix="." + os.path.basename(path) + ".", suffix=TEMPORARY_SUFFIX
@@ -25,8 +33,11 @@ def writeFileAtomically(path: str, data: bytes, mode: int = 0o640) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(temporary, mode)
+        if mtimeNs is not None:
+            os.utime(temporary, ns=(mtimeNs, mtimeNs))
         os.replace(temporary, path)
     except BaseException:
         try:

@@ -12,7 +12,7 @@ out until the master restarts (Wazuh issue #1355).
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -24,6 +24,9 @@ from .protocol.master import WorkerConnection
 from .protocol.nodeinfo import NodeHealth, NodeInfo
 from .protocol.workercommands import HelloRefused
 from .sync.status import IntegrityStatus
+
+if TYPE_CHECKING:
+    from .sync.masteragentinfo import MasterAgentInfo
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 
@@ -42,6 +45,8 @@ class Fleet(Service):
         self._joining: set[str] = set()
         #: The integrity status of a worker by name, when the master syncs files.
         self.integrityStatus: Callable[[str], IntegrityStatus] | None = None
+        #: What the master knows of the agents, when it keeps agent info.
+        self.agents: "MasterAgentInfo | None" = None
         self._checker = LoopingCall(self.dropSilentWorkers)
         self._checker.clock = clock
 
@@ -152,17 +157,23 @@ class Fleet(Service):
             for name, c in sorted(self._workers.items())
         ]
 
-    def health(self) -> list[NodeHealth]:
-        """The master, then each worker with its connection times."""
+    async def health(self) -> list[NodeHealth]:
+        """The master, then each worker with its connection times, syncs and active agents."""
         mine = self.settings
+        active = await self.agents.activeAgents() if self.agents is not None else {}
         return [
             NodeHealth(
-                mine.nodeName, mine.masterAddress, "master", mine.version, self.startedAt, 0.0
+                mine.nodeName, mine.masterAddress, "master", mine.version, self.startedAt, 0.0,
+                active_agents=active.get(mine.nodeName, 0),
             )
-        ] + [self._workerHealth(name, c) for name, c in sorted(self._workers.items())]
+        ] + [
+            self._workerHealth(name, c, active.get(name, 0))
+            for name, c in sorted(self._workers.items())
+        ]
 
-    def _workerHealth(self, name: str, connection: WorkerConnection) -> NodeHealth:
+    def _workerHealth(self, name: str, connection: WorkerConnection, activeAgents: int) -> NodeHealth:
         status = self.integrityStatus(name) if self.integrityStatus else IntegrityStatus()
+        agentInfo = self.agents.statusOf(name) if self.agents is not None else None
         return NodeHealth(
             name, connection.address, "worker", connection.version,
             connection.connectedSince, connection.lastKeepAlive,
@@ -176,7 +187,25 @@ class Fleet(Service):
             agentgroups_start=status.agentgroups_start,
             agentgroups_end=status.agentgroups_end,
             agentgroups_total=status.agentgroups_total,
+            active_agents=activeAgents,
+            sync_agentinfo_running=bool(agentInfo and agentInfo.running),
+            agentinfo_start=agentInfo.date_start if agentInfo else 0.0,
+            agentinfo_end=agentInfo.date_end if agentInfo else 0.0,
+            agentinfo_total=agentInfo.total if agentInfo else 0,
         )
+
+    def isConnectedWorker(self, connection: Any) -> bool:
+        """Whether C{connection} is the current connection of a joined worker."""
+        name = getattr(connection, "nodeName", None)
+        return name is not None and self._workers.get(name) is connection
+
+    async def agentsPage(
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str]
+    ) -> dict[str, Any]:
+        """A page of the agents (L{ListAgents})."""
+        if self.agents is None:
+            return {"agents": [], "total": 0}
+        return await self.agents.agentsPage(offset, limit, statuses, nodes)
 
 
 class FleetView:
@@ -189,4 +218,9 @@ class FleetView:
         return self.fleet.nodes()
 
     async def health(self) -> tuple[str, list[NodeHealth]]:
-        return self.fleet.settings.clusterName, self.fleet.health()
+        return self.fleet.settings.clusterName, await self.fleet.health()
+
+    async def agentsPage(
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str]
+    ) -> dict[str, Any]:
+        return await self.fleet.agentsPage(offset, limit, statuses, nodes)

@@ -12,7 +12,7 @@ unanswered ones in a row the worker drops the connection and reconnects.
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .protocol.agentcommands import ListAgents
 from .protocol.link import LinkSettings
 from .protocol.nodeinfo import AsksAboutNodes, NotConnectedToMaster
 from .protocol.stream import SinkFactory
@@ -232,6 +233,14 @@ class MasterLink(MultiService, AsksAboutNodes):
                 connection.transport.abortConnection()
 
         return d.addCallbacks(answered, failed)
+
+    async def agentsPage(
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str]
+    ) -> dict[str, Any]:
+        """A page of the agents, as the master lists them."""
+        return await self.answeringPeer().callRemote(
+            ListAgents, offset=offset, limit=limit, statuses=list(statuses), nodes=list(nodes)
+        )
 
     def answeringPeer(self) -> MasterConnection:
         if self.connection is None:

@@ -28,8 +28,10 @@ from .internal_options import InternalOptions, load_internal_options
 from .masterlink import MasterLink
 from .protocol.link import LinkSettings
 from .protocol.master import WorkerConnectionFactory
+from .sync.masteragentinfo import MasterAgentInfo
 from .sync.masterintegrity import MasterIntegrity
 from .sync.table import SyncTable
+from .sync.workeragentinfo import WorkerAgentInfo
 from .sync.workerintegrity import WorkerIntegrity
 from .tls import clientOptions, loadTLSMaterial, serverOptions
 
@@ -93,7 +95,7 @@ class NodeService(MultiService):
 
     def startService(self) -> None:
         for warning in self.setup.warnings:
-            self.log.warn("{warning}", warning=warning)
+            self.log.warn("{problem}", problem=warning)
         config = self.setup.config
         self.log.info(
             "Starting {type} node {name} of cluster {cluster} (version {version}, home {home}).",
@@ -118,7 +120,11 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
         fleet = Fleet(settings, reactor)
         fleet.setServiceParent(node)
         registration = MasterRegistration(AgentRegistry(home))
+        agentInfo = MasterAgentInfo(home, setup.options, reactor, config.node_name, fleet.isConnectedWorker)
+        agentInfo.setServiceParent(node)
+        fleet.agents = agentInfo
         integrity = MasterIntegrity(home, table, setup.options, reactor, lambda: fleet.workers)
+        integrity.onClientKeysChanged = agentInfo.registryChanged
         integrity.setServiceParent(node)
         fleet.integrityStatus = integrity.statusOf
         listening = StreamServerEndpointService(
@@ -129,7 +135,11 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
             SSL4ServerEndpoint(
                 reactor, config.port, serverOptions(tls), backlog=1024, interface=config.bind_addr
             ),
-            WorkerConnectionFactory(fleet, settings, reactor, integrity.sinksFor, registration),
+            WorkerConnectionFactory(
+                fleet, settings, reactor,
+                lambda connection: {**integrity.sinksFor(connection), **agentInfo.sinksFor(connection)},
+                registration,
+            ),
         )
         listening._raiseSynchronously = True
         listening.setServiceParent(node)
@@ -144,8 +154,11 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
             sinksFor=integrity.sinksFor, onIntegrityChanged=integrity.syncSoon,
         )
         integrity.connectionToMaster = lambda: link.connection
+        agentInfo = WorkerAgentInfo(home, setup.options, reactor, config.node_name)
+        agentInfo.connectionToMaster = lambda: link.connection
         link.setServiceParent(node)
         integrity.setServiceParent(node)
+        agentInfo.setServiceParent(node)
         registration = ForwardedRegistration(lambda: link.connection)
         view = link
     controlSocketService(reactor, home.controlSocket, view, registration).setServiceParent(node)

@@ -18,13 +18,19 @@ from tests.support.memorynet import MasterHarness, MemoryNetwork, settings
 from wazuhcluster.control.cli import findActions, main, parser
 from wazuhcluster.control.client import ControlClient
 from wazuhcluster.control.health import HealthAction
+from wazuhcluster.agents.agentinfo import writeAgentInfo
+from wazuhcluster.control.list_agents import ListAgentsAction, parseStatuses
 from wazuhcluster.control.list_nodes import ListNodesAction
 from wazuhcluster.control.server import ControlProtocol
 from wazuhcluster.fleet import FleetView
+from wazuhcluster.home import WazuhHome
 from wazuhcluster.protocol.nodeinfo import PAGE_SIZE
+from wazuhcluster.sync.masteragentinfo import MasterAgentInfo
 
 
-class ControlTests(SynchronousTestCase):
+class ControlHarness(SynchronousTestCase):
+    """A master's fleet in memory, and cluster_control actions run against its control protocol."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
@@ -46,6 +52,8 @@ class ControlTests(SynchronousTestCase):
         pump.flush()
         return self.successResultOf(status), out.getvalue()
 
+
+class ControlTests(ControlHarness):
     def test_listNodes(self) -> None:
         self.joinWorkers("node03", "node02")
         status, out = self.run_(ListNodesAction(), "-l")
@@ -98,6 +106,78 @@ class ControlTests(SynchronousTestCase):
     def test_actionsAreExclusive(self) -> None:
         self.assertRaises(SystemExit, parser(findActions()).parse_args, ["-l", "-i"])
         self.assertRaises(SystemExit, parser(findActions()).parse_args, [])
+
+
+class AgentListTests(ControlHarness):
+    """C{cluster_control -a} against a master that keeps agent info."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        now = self.clock.seconds()
+        self.home = WazuhHome(os.path.abspath(self.mktemp()))
+        os.makedirs(self.home.path("etc"))
+        with open(self.home.path("etc", "client.keys"), "w") as f:
+            f.write("001 web 10.0.0.5 " + "a" * 64 + "\n")
+            f.write("002 db any " + "b" * 64 + "\n")
+            f.write("003 mail 10.0.0.7 " + "c" * 64 + "\n")
+        writeAgentInfo(self.home.root, "web", "10.0.0.5", when=now - 5)
+        writeAgentInfo(self.home.root, "db", "any", when=now - 4000)
+        agentInfo = MasterAgentInfo(
+            self.home, self.master.settings.options, self.clock, "master-node",
+            self.master.fleet.isConnectedWorker, runInThread=lambda f, *a: Deferred.fromCoroutine(_now(f, *a)),
+        )
+        agentInfo.startService()
+        self.master.fleet.agents = agentInfo
+
+    def test_listAgents(self) -> None:
+        status, out = self.run_(ListAgentsAction(), "-a")
+        self.assertEqual(status, 0)
+        lines = out.splitlines()
+        self.assertEqual(lines[1].split(), ["ID", "Address", "Name", "Status", "Node"])
+        self.assertEqual(
+            [line.split() for line in lines[3:7]],
+            [
+                ["000", "127.0.0.1", lines[3].split()[2], "Active", "master-node"],
+                ["001", "10.0.0.5", "web", "Active", "master-node"],
+                ["002", "any", "db", "Disconnected", "master-node"],
+                ["003", "10.0.0.7", "mail", "Never", "connected", "unknown"],
+            ],
+        )
+        self.assertEqual(lines[-1], "Listing 4 agent(s).")
+
+    def test_filterByStatus(self) -> None:
+        status, out = self.run_(ListAgentsAction(), "-a", "-fs", "Never", "connected", "disconnected")
+        self.assertEqual(status, 0)
+        self.assertEqual([line.split()[0] for line in out.splitlines()[3:5]], ["002", "003"])
+        self.assertEqual(out.splitlines()[-1], "Found 2 agent(s) with status 'Never connected', 'Disconnected'.")
+        status, out = self.run_(ListAgentsAction(), "-a", "-fs", "sleeping")
+        self.assertEqual(status, 1)
+        self.assertIn("unknown agent status 'sleeping'", out)
+
+    def test_filterByNode(self) -> None:
+        status, out = self.run_(ListAgentsAction(), "-a", "-fn", "unknown")
+        self.assertEqual([line.split()[0] for line in out.splitlines()[3:-2]], ["003"])
+
+    def test_manyAgentsTravelInPages(self) -> None:
+        with open(self.home.path("etc", "client.keys"), "w") as f:
+            for n in range(1, 351):
+                f.write(f"{n:03d} agent{n} any " + "d" * 64 + "\n")
+        status, out = self.run_(ListAgentsAction(), "-a")
+        self.assertEqual(out.splitlines()[-1], "Listing 351 agent(s).")
+        self.assertEqual(len(set(line.split()[0] for line in out.splitlines()[3:-2])), 351)
+
+    def test_healthShowsActiveAgents(self) -> None:
+        status, out = self.run_(HealthAction(), "-i", "more")
+        self.assertIn("    master-node (10.0.0.1)\n        Version: 4.9.0\n        Type: master\n        Active agents: 2\n", out)
+
+    def test_parseStatuses(self) -> None:
+        self.assertEqual([s.value for s in parseStatuses(["active", "Never", "connected", "pending"])],
+                         ["Active", "Never connected", "Pending"])
+        self.assertEqual([s.value for s in parseStatuses(["never_connected"])], ["Never connected"])
+
+
+async def _now(f, *args):
+    return f(*args)
 
 
 class CommandLineTests(SynchronousTestCase):

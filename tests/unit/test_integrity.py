@@ -11,7 +11,7 @@ import json
 import os
 import stat
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
@@ -125,7 +125,7 @@ class IntegrityTests(SynchronousTestCase):
         self.assertEqual((status.missing, status.shared, status.extra), (6, 0, 0))
         self.assertGreater(status.date_end, 0)
         self.assertFalse(status.running)
-        health = self.master.fleet.health()[1]
+        health = self.successResultOf(Deferred.fromCoroutine(self.master.fleet.health()))[1]
         self.assertEqual(health.integrity_missing, 6)
         self.assertEqual(self.worker.lastResult["written"], 6)
 
@@ -193,8 +193,11 @@ class IntegrityTests(SynchronousTestCase):
         status = self.masterIntegrity.statusOf("node02")
         self.assertEqual(status.extra_valid, 2)
         self.assertEqual(status.agentgroups_total, 1)
-        # The worker keeps its extra-valid files: they are never deleted as extra.
-        self.assertTrue(os.path.exists(self.workerHome.path("queue/agent-groups/777")))
+        # Extra-valid files are never deleted as extra; but once the sync
+        # brought the master's client.keys, the group of an agent it does not
+        # register is removed, and that of a registered agent kept.
+        self.assertFalse(os.path.exists(self.workerHome.path("queue/agent-groups/777")))
+        self.assertTrue(os.path.exists(self.workerHome.path("queue/agent-groups/002")))
 
     def test_hostileMasterCannotWriteOutsideTheTable(self) -> None:
         """

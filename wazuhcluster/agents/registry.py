@@ -25,6 +25,7 @@ from attrs import frozen
 
 from ..files import writeFileAtomically
 from ..home import WazuhHome
+from .agentinfo import AGENT_INFO_FOLDER, parseStatusFileName, statusFileName
 from .clientkeys import (
     AgentKey,
     ClientKeys,
@@ -76,9 +77,53 @@ class AgentRegistry:
         The file of the agent's last keep-alive, C{NAME-IP}; C{None} for an
         agent registered with a network, whose name cannot be a file name.
         """
-        if "/" in agent.ip:
+        fileName = statusFileName(agent.name, agent.ip)
+        if fileName is None:
             return None
-        return self.home.path("queue", "agent-info", f"{agent.name}-{agent.ip}")
+        return self.home.path(AGENT_INFO_FOLDER, fileName)
+
+    def removeFilesOfUnregistered(self) -> tuple[list[str], list[str]]:
+        """
+        Remove the group and status files of agents that are not registered
+        (removed on the master, or added by hand on a worker).  Returns the
+        paths removed and the warnings of client.keys' malformed lines.
+        Only file names that stand for an agent (an ID, a C{NAME-IP}) are
+        considered; anything else in those folders is left alone.
+
+        Nothing is removed when there is no client.keys (a node that never
+        synchronised with its master).  Status files are matched by name:
+        only names of status files (C{NAME-IP}) are considered.
+        """
+        if not os.path.exists(self.keysPath):
+            return [], []
+        keys = self.read()
+        agents = keys.agents
+        ids = {agent.id for agent in agents}
+        statusNames = {statusFileName(agent.name, agent.ip) for agent in agents}
+        removed = []
+        for folder, keep in (
+            (
+                self.home.path("queue", "agent-groups"),
+                lambda name: name in ids or not (name.isdigit() and name.isascii()),
+            ),
+            (
+                self.home.path(AGENT_INFO_FOLDER),
+                lambda name: name in statusNames or parseStatusFileName(name) is None,
+            ),
+        ):
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                path = os.path.join(folder, name)
+                if keep(name) or not os.path.isfile(path) or os.path.islink(path):
+                    continue
+                if name.startswith("."):
+                    continue  # a temporary being written
+                _removeIfPresent(path)
+                removed.append(path)
+        return removed, keys.warnings
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

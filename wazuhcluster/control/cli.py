@@ -3,6 +3,7 @@ C{cluster_control}: ask a running node about its cluster.
 
     cluster_control --home /var/ossec -l [-fn NODE ...]
     cluster_control --home /var/ossec -i [more] [-fn NODE ...]
+    cluster_control --home /var/ossec -a [-fs STATUS ...] [-fn NODE ...]
 
 The actions are plugins (L{IControlAction}) found in C{twisted/plugins/}.
 """
@@ -21,6 +22,7 @@ from twisted.plugin import getPlugins
 
 from ..config import ConfigError, load_cluster_config
 from ..home import WazuhHome
+from ..protocol.agentcommands import RegistryRefused
 from ..protocol.nodeinfo import NotConnectedToMaster
 from .action import IControlAction
 from .client import ControlClient
@@ -45,6 +47,10 @@ def parser(actions: Sequence[IControlAction]) -> argparse.ArgumentParser:
     parser.add_argument(
         "-fn", "--filter-node", nargs="+", metavar="NODE", help="Only these nodes."
     )
+    parser.add_argument(
+        "-fs", "--filter-agent-status", dest="filter_status", nargs="+", metavar="STATUS",
+        help="With -a: only agents with these statuses (Active, Disconnected, Pending, 'Never connected').",
+    )
     group = parser.add_mutually_exclusive_group(required=True)
     for action in actions:
         action.addArguments(group)
@@ -64,6 +70,9 @@ async def _run(reactor: object, action: IControlAction, arguments: argparse.Name
         return await action.run(client, arguments, out)
     except NotConnectedToMaster:
         err.write("Error: this worker is not connected to the master; try again later.\n")
+        return 1
+    except RegistryRefused as e:
+        err.write(f"Error: {e}.\n")
         return 1
     finally:
         client.close()

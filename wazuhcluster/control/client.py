@@ -7,6 +7,10 @@ from __future__ import annotations
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.protocols import amp
 
+from typing import Sequence
+
+from ..agents.status import AgentRecord
+from ..protocol.agentcommands import ListAgents
 from ..protocol.nodeinfo import AsksAboutNodes
 
 
@@ -24,6 +28,19 @@ class ControlClient(AsksAboutNodes):
 
     def answeringPeer(self) -> amp.AMP:
         return self.protocol
+
+    async def agents(self, statuses: Sequence[str] = (), nodes: Sequence[str] = ()) -> list[AgentRecord]:
+        """The agents the master lists, page by page; only those matching the filters given."""
+        items: list[dict] = []
+        while True:
+            page = await self.protocol.callRemote(
+                ListAgents, offset=len(items), limit=ListAgents.pageSize,
+                statuses=list(statuses), nodes=list(nodes),
+            )
+            items.extend(page["agents"])
+            if not page["agents"] or len(items) >= page["total"]:
+                break
+        return [AgentRecord(**item) for item in items]
 
     def close(self) -> None:
         self.protocol.transport.loseConnection()

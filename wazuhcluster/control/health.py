@@ -43,6 +43,7 @@ class HealthAction:
                 out.write(f"\n    {node.name} ({node.address})\n")
                 out.write(f"        Version: {node.version}\n")
                 out.write(f"        Type: {node.type}\n")
+                out.write(f"        Active agents: {node.active_agents}\n")
                 if node.type == "master":
                     out.write(f"        Running since: {date(node.connected_since)}\n")
                 else:
@@ -59,12 +60,17 @@ class HealthAction:
                         f"        Agent groups received: {node.agentgroups_total}"
                         f" (last {date(node.agentgroups_start)} - {date(node.agentgroups_end)})\n"
                     )
+                    out.write("        Agents-info:\n")
+                    out.write(f"            Synchronizing now: {'yes' if node.sync_agentinfo_running else 'no'}\n")
+                    out.write(f"            Last synchronization: {date(node.agentinfo_start)} - {date(node.agentinfo_end)}\n")
+                    out.write(f"            Statuses received: {node.agentinfo_total}\n")
             else:
-                detail = f"{node.type}, version {node.version}"
+                detail = f"{node.type}, version {node.version}, {node.active_agents} active agents"
                 if node.type == "worker":
                     detail += (
                         f", last keep alive {date(node.last_keep_alive)},"
-                        f" integrity synced {date(node.integrity_end)}"
+                        f" integrity synced {date(node.integrity_end)},"
+                        f" agents-info synced {date(node.agentinfo_end)}"
                     )
                 out.write(f"    {node.name} ({node.address}): {detail}\n")
         return missingNodes(wanted, [n.name for n in nodes], out)

@@ -8,7 +8,7 @@ what only the master knows by asking the master over the cluster link.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred
@@ -17,6 +17,7 @@ from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
 from ..agents.registration import Registration, RegistrationResponders
+from ..protocol.agentcommands import ListAgents
 from ..protocol.nodeinfo import (
     GetHealth,
     ListNodes,
@@ -35,6 +36,10 @@ class ClusterView(Protocol):
     async def nodes(self) -> list[NodeInfo]: ...
 
     async def health(self) -> tuple[str, list[NodeHealth]]: ...
+
+    async def agentsPage(
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str]
+    ) -> dict[str, Any]: ...
 
 
 class ControlProtocol(RegistrationResponders, amp.AMP):
@@ -62,6 +67,10 @@ class ControlProtocol(RegistrationResponders, amp.AMP):
             return {"cluster_name": name, **pageOf(GetHealth, nodes, offset, limit)}
 
         return Deferred.fromCoroutine(answer())
+
+    @ListAgents.responder
+    def listAgents(self, offset: int, limit: int, statuses: list[str], nodes: list[str]) -> Deferred[dict[str, Any]]:
+        return Deferred.fromCoroutine(self.view.agentsPage(offset, limit, statuses, nodes))
 
 
 def controlSocketService(

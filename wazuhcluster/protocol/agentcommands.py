@@ -1,5 +1,6 @@
 """
-Commands that change the agent registry, which lives on the master.
+Commands about agents: changes to the registry, which lives on the master,
+and the master's list of agents with their status and node.
 
 They are answered on a node's control socket (for C{manage_agents}) and, on
 the master, on the cluster link: a worker forwards its operators'
@@ -9,6 +10,8 @@ registrations and deletions to the master and returns the master's answer.
 from __future__ import annotations
 
 from twisted.protocols import amp
+
+from .nodeinfo import NotConnectedToMaster
 
 
 class RegistryRefused(Exception):
@@ -38,3 +41,41 @@ class RemoveAgent(amp.Command):
     arguments = [(b"agent_id", amp.Unicode())]
     response = [(b"agent_id", amp.Unicode()), (b"name", amp.Unicode()), (b"ip", amp.Unicode())]
     errors = {RegistryRefused: b"REGISTRY_REFUSED"}
+
+
+#: Agents per page of L{ListAgents}: an entry is at most about 400 bytes
+#: serialised (a name of 128 characters, an IPv6 address, a node name of 64),
+#: so a page stays well below one sealed message.
+AGENT_PAGE_SIZE = 100
+
+AGENT_LIST = amp.AmpList(
+    [
+        (b"id", amp.Unicode()),
+        (b"name", amp.Unicode()),
+        (b"ip", amp.Unicode()),
+        (b"status", amp.Unicode()),
+        (b"node", amp.Unicode()),
+        (b"last_keep_alive", amp.Float()),
+        (b"version", amp.Unicode()),
+    ]
+)
+
+
+class ListAgents(amp.Command):
+    """
+    A page of the registered agents (the manager, 000, first, then by ID),
+    with their status and node; only those with one of C{statuses} and on
+    one of C{nodes} when these are not empty.  Offset 0 takes a fresh
+    listing; later pages come from the same listing.
+    """
+
+    pageSize = AGENT_PAGE_SIZE
+
+    arguments = [
+        (b"offset", amp.Integer()),
+        (b"limit", amp.Integer()),
+        (b"statuses", amp.ListOf(amp.Unicode())),
+        (b"nodes", amp.ListOf(amp.Unicode())),
+    ]
+    response = [(b"agents", AGENT_LIST), (b"total", amp.Integer())]
+    errors = {NotConnectedToMaster: b"NOT_CONNECTED_TO_MASTER", RegistryRefused: b"REGISTRY_REFUSED"}

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from ..tls import channelBinding, peerCertificate
 from ..agents.registration import Registration, RegistrationResponders
-from .agentcommands import RegistryRefused
+from .agentcommands import ListAgents, RegistryRefused
 from .link import LinkSettings
 from .mastercommands import Ping
 from .nodeinfo import GetHealth, ListNodes, pageOf
@@ -223,8 +223,18 @@ class WorkerConnection(RegistrationResponders, StreamResponders, SealedAMP):
         return pageOf(ListNodes, self.fleet.nodes(), offset, limit)
 
     @GetHealth.responder
-    def getHealth(self, offset: int, limit: int) -> dict[str, Any]:
-        return {"cluster_name": self.settings.clusterName, **pageOf(GetHealth, self.fleet.health(), offset, limit)}
+    def getHealth(self, offset: int, limit: int) -> Deferred[dict[str, Any]]:
+        async def answer() -> dict[str, Any]:
+            health = await self.fleet.health()
+            return {"cluster_name": self.settings.clusterName, **pageOf(GetHealth, health, offset, limit)}
+
+        return Deferred.fromCoroutine(answer())
+
+    @ListAgents.responder
+    def listAgents(self, offset: int, limit: int, statuses: list[str], nodes: list[str]) -> Deferred[dict[str, Any]]:
+        if not self.joined:
+            raise RegistryRefused("only a worker that has joined may ask for the agents")
+        return Deferred.fromCoroutine(self.fleet.agentsPage(offset, limit, statuses, nodes))
 
     def ping(self, timeout: float) -> Deferred:
         """Fires with C{True} if the worker answers within C{timeout}, else C{False}."""

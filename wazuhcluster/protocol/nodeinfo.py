@@ -53,6 +53,11 @@ class NodeHealth:
     agentgroups_start: float = 0.0
     agentgroups_end: float = 0.0
     agentgroups_total: int = 0
+    active_agents: int = 0
+    sync_agentinfo_running: bool = False
+    agentinfo_start: float = 0.0
+    agentinfo_end: float = 0.0
+    agentinfo_total: int = 0
 
 
 def toBoxes(items: list) -> list[dict]:
@@ -87,6 +92,11 @@ HEALTH_LIST = amp.AmpList(
         (b"agentgroups_start", amp.Float()),
         (b"agentgroups_end", amp.Float()),
         (b"agentgroups_total", amp.Integer()),
+        (b"active_agents", amp.Integer()),
+        (b"sync_agentinfo_running", amp.Boolean()),
+        (b"agentinfo_start", amp.Float()),
+        (b"agentinfo_end", amp.Float()),
+        (b"agentinfo_total", amp.Integer()),
     ]
 )
 

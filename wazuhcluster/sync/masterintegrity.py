@@ -46,6 +46,9 @@ from .transfer import MAX_BUNDLE_BYTES, MAX_MANIFEST_BYTES, BundleSink, jsonObje
 
 RunInThread = Callable[..., Deferred]
 
+#: The registry, as the table names it.
+CLIENT_KEYS = "etc/client.keys"
+
 
 class MasterIntegrity(Service):
     """The master's manifest and the integrity syncs of its workers."""
@@ -77,6 +80,8 @@ class MasterIntegrity(Service):
         self.scanner = IntegrityScanner(home.root, table)
         self.current: ScanResult | None = None
         self.statuses: dict[str, IntegrityStatus] = {}
+        #: Called when a scan finds client.keys changed (and after the first scan).
+        self.onClientKeysChanged: Callable[[], object] | None = None
         self._scanning: list[Deferred] | None = None
         self._loop = LoopingCall(self._cycle)
         self._loop.clock = clock
@@ -143,6 +148,10 @@ class MasterIntegrity(Service):
                                    why="not a UTF-8 name, or a folder that links outside the home")
             if previous is not None and previous.files != result.files:
                 self._notifyWorkers()
+            if self.onClientKeysChanged is not None and (
+                previous is None or previous.files.get(CLIENT_KEYS) != result.files.get(CLIENT_KEYS)
+            ):
+                self.onClientKeysChanged()
             for w in waiters:
                 w.callback(result)
 

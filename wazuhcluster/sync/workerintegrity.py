@@ -24,6 +24,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
+from ..agents.registry import AgentRegistry
 from ..home import WazuhHome
 from ..internal_options import InternalOptions
 from ..protocol.stream import SinkFactory, chunksOf
@@ -171,12 +172,32 @@ class WorkerIntegrity(Service):
 
     def _bundleFinished(self, result: dict[str, Any] | None, error: str | None) -> None:
         self.lastResult = result or {"error": error}
+        if result is not None and (result.get("written") or result.get("deleted")):
+            self._removeFilesOfUnregisteredAgents()
         done = self._bundleDone
         if done is not None and not done.called:
             if result is None:
                 done.errback(RuntimeError(error or "the transfer broke"))
             else:
                 done.callback(None)
+
+    def _removeFilesOfUnregisteredAgents(self) -> None:
+        """
+        client.keys may have changed: remove the group and status files of
+        agents it no longer holds (removed on the master, or added here by hand).
+        """
+
+        def done(result: tuple[list[str], list[str]]) -> None:
+            removed, _ = result
+            if removed:
+                self.log.info(
+                    "Removed {n} group and status files of agents not registered on the master.",
+                    n=len(removed),
+                )
+
+        self.runInThread(AgentRegistry(self.home).removeFilesOfUnregistered).addCallbacks(
+            done, lambda f: self.log.failure("Could not remove the files of removed agents", f)
+        )
 
     def sinksFor(self, connection: Any) -> dict[str, tuple[SinkFactory, int]]:
         """The streams the master may send this worker."""

@@ -1,0 +1,3 @@
+from wazuhcluster.control.list_agents import ListAgentsAction
+
+listAgents = ListAgentsAction()

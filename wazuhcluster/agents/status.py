@@ -1,0 +1,218 @@
+"""
+What the master knows of each registered agent: its status, and the node it
+reports to.
+
+The status comes from the agent's status file on the master (see
+L{wazuhcluster.agents.agentinfo}): Active when its keep-alive is at most
+C{agent_disconnection_time} seconds old, Disconnected when older, Pending
+when the file is empty, Never connected when there is none.
+
+The node comes from L{ReportingNodes}: each status the master takes from a
+worker is recorded with the worker's name and the modification time it
+received.  A status file newer than what was recorded was written by the
+master's own manager since (the agent now reports to the master), and one
+never received from a worker is the master's own.  The record is kept in
+C{queue/cluster/agent-nodes.json} so that a restarted master still knows
+where its agents are.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import socket
+import threading
+from typing import Iterable
+
+from attrs import frozen
+from twisted.logger import Logger
+
+from ..files import writeFileAtomically
+from .agentinfo import AGENT_INFO_FOLDER, statusFileName, versionIn
+from .clientkeys import MANAGER_ID, readClientKeys
+
+#: The node shown for an agent that never sent a status.
+UNKNOWN_NODE = "unknown"
+
+
+class AgentState(enum.Enum):
+    ACTIVE = "Active"
+    DISCONNECTED = "Disconnected"
+    PENDING = "Pending"
+    NEVER_CONNECTED = "Never connected"
+
+    @classmethod
+    def parse(cls, text: str) -> "AgentState":
+        """A state from what an operator types: C{active}, C{Never connected}, C{never_connected}..."""
+        wanted = text.strip().lower().replace("_", " ")
+        for state in cls:
+            if state.value.lower() == wanted:
+                return state
+        choices = ", ".join(repr(s.value) for s in cls)
+        raise ValueError(f"unknown agent status {text!r}; choose among {choices}")
+
+
+@frozen
+class AgentRecord:
+    """One agent as C{cluster_control -a} and the API show it."""
+
+    id: str
+    name: str
+    ip: str
+    status: str
+    node: str
+    #: Seconds since the epoch of the last keep-alive, 0 for none.
+    last_keep_alive: float
+    version: str
+
+
+class ReportingNodes:
+    """
+    The node each agent's newest status came from, by status file name, with
+    the modification time received (in nanoseconds).  Safe to use from
+    several threads.
+    """
+
+    log = Logger()
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._nodes: dict[str, tuple[str, int]] = {}
+        self._dirty = False
+
+    def load(self) -> None:
+        """Read the saved record (blocking); a missing or damaged file means none."""
+        try:
+            with open(self.path, "rb") as f:
+                saved = json.load(f)
+            nodes = {
+                str(name): (str(entry[0]), int(entry[1]))
+                for name, entry in saved["agents"].items()
+            }
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            self.log.warn(
+                "Ignoring {path}, which cannot be read ({why}): agents show the master as their"
+                " node until their workers send their statuses again.",
+                path=self.path, why=e,
+            )
+            return
+        with self._lock:
+            self._nodes = nodes
+
+    def record(self, fileName: str, node: str, mtimeNs: int) -> None:
+        with self._lock:
+            if self._nodes.get(fileName) != (node, mtimeNs):
+                self._nodes[fileName] = (node, mtimeNs)
+                self._dirty = True
+
+    def recorded(self, fileName: str) -> tuple[str, int] | None:
+        with self._lock:
+            return self._nodes.get(fileName)
+
+    def keepOnly(self, fileNames: Iterable[str]) -> None:
+        """Forget the agents whose status file name is not in C{fileNames}."""
+        keep = set(fileNames)
+        with self._lock:
+            gone = [name for name in self._nodes if name not in keep]
+            for name in gone:
+                del self._nodes[name]
+            self._dirty = self._dirty or bool(gone)
+
+    def nodeOf(self, fileName: str, mtimeNs: int, masterName: str) -> str:
+        """The node of the agent whose status file has modification time C{mtimeNs}."""
+        with self._lock:
+            entry = self._nodes.get(fileName)
+        if entry is None or mtimeNs > entry[1]:
+            return masterName
+        return entry[0]
+
+    def save(self) -> bool:
+        """Write the record if it changed (blocking); whether it was written."""
+        with self._lock:
+            if not self._dirty:
+                return False
+            snapshot = {name: list(entry) for name, entry in self._nodes.items()}
+            self._dirty = False
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            writeFileAtomically(self.path, json.dumps({"agents": snapshot}).encode(), 0o640, durable=False)
+        except BaseException:
+            with self._lock:
+                self._dirty = True
+            raise
+        return True
+
+
+def listAgents(
+    home: str,
+    nodes: ReportingNodes,
+    masterName: str,
+    now: float,
+    disconnectionTime: float,
+    withVersions: bool = False,
+) -> list[AgentRecord]:
+    """
+    Every registered agent, the manager (000) first, with its status and
+    node (blocking: reads client.keys and stats every status file).
+    """
+    keys = readClientKeys(os.path.join(home, "etc", "client.keys"))
+    folder = os.path.join(home, AGENT_INFO_FOLDER)
+    stats: dict[str, os.stat_result] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        stats[entry.name] = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+    except FileNotFoundError:
+        pass
+    records = [
+        AgentRecord(MANAGER_ID, socket.gethostname(), "127.0.0.1", AgentState.ACTIVE.value, masterName, now, "")
+    ]
+    for agent in keys.agents:
+        if agent.id == MANAGER_ID:
+            continue
+        fileName = statusFileName(agent.name, agent.ip)
+        st = stats.get(fileName) if fileName is not None else None
+        if st is None:
+            records.append(
+                AgentRecord(agent.id, agent.name, agent.ip, AgentState.NEVER_CONNECTED.value, UNKNOWN_NODE, 0.0, "")
+            )
+            continue
+        if st.st_size == 0:
+            state = AgentState.PENDING
+        elif now - st.st_mtime > disconnectionTime:
+            state = AgentState.DISCONNECTED
+        else:
+            state = AgentState.ACTIVE
+        version = _version(os.path.join(folder, fileName)) if withVersions and st.st_size else ""
+        records.append(
+            AgentRecord(
+                agent.id, agent.name, agent.ip, state.value,
+                nodes.nodeOf(fileName, st.st_mtime_ns, masterName), st.st_mtime, version,
+            )
+        )
+    return records
+
+
+def _version(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return versionIn(f.read(4096))
+    except OSError:
+        return ""
+
+
+def activeByNode(records: Iterable[AgentRecord]) -> dict[str, int]:
+    """How many agents are active on each node."""
+    counts: dict[str, int] = {}
+    for record in records:
+        if record.status == AgentState.ACTIVE.value:
+            counts[record.node] = counts.get(record.node, 0) + 1
+    return counts

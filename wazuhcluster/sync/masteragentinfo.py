@@ -1,0 +1,367 @@
+"""
+The master's side of agent info: the statuses workers send, and the list of
+agents with their status and node.
+
+Each worker streams the statuses of the agents that report to it (an
+C{agent-info} stream: a bundle, as integrity uses, of C{NAME-IP} files with
+their modification times).  The master takes each status only if:
+
+ - its name is the name of a status file (C{NAME-IP}), it is at most
+   L{MAX_STATUS_SIZE} bytes, and it is not a deletion: anything else is
+   refused and logged;
+ - the agent is registered in the master's client.keys: statuses of unknown
+   agents are dropped, logged at debug level (an agent just removed whose
+   worker has not synchronised yet is the common case);
+ - it is not older than the master's copy: a worker that lost an agent to
+   another (a load balancer rebalanced it) keeps sending its last status,
+   which must not win over the newer one.
+
+A status taken is written to the master's C{queue/agent-info/} with the
+received modification time, and the agent is recorded as reporting to that
+worker (L{ReportingNodes}).  Statuses are applied one worker's batch at a
+time, in a thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from fractions import Fraction
+from typing import Any, Callable, Sequence
+
+from attrs import define
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from ..agents.agentinfo import AGENT_INFO_FOLDER, MAX_STATUS_SIZE, parseStatusFileName, statusFileName
+from ..agents.clientkeys import AgentKey, readClientKeys
+from ..agents.registry import AgentRegistry
+from ..agents.status import AgentRecord, AgentState, ReportingNodes, activeByNode, listAgents
+from ..files import writeFileAtomically
+from ..home import WazuhHome
+from ..internal_options import InternalOptions
+from ..protocol.agentcommands import ListAgents, RegistryRefused
+from ..protocol.stream import SinkFactory, StreamRefused
+from .bundle import BundleReader, Limits
+from .stager import ChecksumMismatch, showPath
+
+#: The most compressed bytes of one agent-info stream.
+MAX_AGENT_INFO_BYTES = 64 * 1024 * 1024
+
+#: What one agent-info stream may hold, decompressed: statuses are kept in
+#: memory until the stream is whole, so this bounds the memory one costs.
+AGENT_INFO_LIMITS = Limits(
+    maxFileSize=1024 * 1024, maxTotalBytes=64 * 1024 * 1024, maxRecords=200_000, maxPathBytes=512
+)
+
+#: How long later pages of an agent listing reuse the listing of its first page.
+LISTING_REUSE_SECONDS = 60.0
+
+
+@define
+class AgentInfoStatus:
+    """The last agent-info sync of one worker (times on the master's clock; 0 for never)."""
+
+    running: bool = False
+    date_start: float = 0.0
+    date_end: float = 0.0
+    total: int = 0
+    last_error: str = ""
+
+
+class StatusInbox:
+    """
+    Takes the records of an agent-info bundle from a L{BundleReader}, as a
+    L{wazuhcluster.sync.stager.Stager} takes files, but keeps the statuses
+    in memory: each is small, and none is written before the stream is whole.
+
+    @ivar statuses: (file name, modification time, content) of each status
+        received whole.
+    @ivar refused: (repr of the name, reason) of each record refused.
+    """
+
+    def __init__(self, maxStatusSize: int = MAX_STATUS_SIZE) -> None:
+        self.maxStatusSize = maxStatusSize
+        self.statuses: list[tuple[str, float, bytes]] = []
+        self.refused: list[tuple[str, str]] = []
+        self._current: tuple[str, float, bytearray, Any] | None = None
+
+    def begin(self, relpath: str, size: int, mtime: float) -> bool:
+        if parseStatusFileName(relpath) is None:
+            self.refused.append((repr(relpath[:200]), "not the name of an agent status file (NAME-IP)"))
+            return False
+        if size > self.maxStatusSize:
+            self.refused.append(
+                (repr(relpath), f"{size} bytes, over the limit of {self.maxStatusSize} for a status")
+            )
+            return False
+        self._current = (relpath, mtime, bytearray(), hashlib.md5(usedforsecurity=False))
+        return True
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self._current is not None
+        self._current[2].extend(data)
+        self._current[3].update(data)
+
+    def end(self, md5: bytes) -> None:
+        assert self._current is not None
+        relpath, mtime, content, digest = self._current
+        self._current = None
+        if digest.digest() != md5:
+            raise ChecksumMismatch(f"the status {showPath(relpath)} does not match its MD5 checksum", relpath)
+        self.statuses.append((relpath, mtime, bytes(content)))
+
+    def delete(self, relpath: str) -> bool:
+        self.refused.append((repr(relpath[:200]), "a worker cannot delete statuses on the master"))
+        return False
+
+    @property
+    def staged(self) -> tuple[str, ...]:
+        return tuple(name for name, _, _ in self.statuses)
+
+    @property
+    def deleting(self) -> tuple[str, ...]:
+        return ()
+
+    def abort(self) -> None:
+        self.statuses.clear()
+        self._current = None
+
+
+class _RegisteredAgents:
+    """client.keys, parsed again only when the file changed (50,000 lines take a while)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._identity: tuple[int, int, int] | None = None
+        self._byStatusName: dict[str, AgentKey] = {}
+
+    def byStatusName(self) -> dict[str, AgentKey]:
+        """The registered agents by status file name (blocking)."""
+        try:
+            st = os.stat(self.path)
+            identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            identity = (0, 0, 0)
+        if identity != self._identity:
+            agents = readClientKeys(self.path).agents
+            self._byStatusName = {
+                name: agent for agent in agents if (name := statusFileName(agent.name, agent.ip)) is not None
+            }
+            self._identity = identity
+        return self._byStatusName
+
+
+class MasterAgentInfo(Service):
+    """The statuses the workers send, and what the master knows of every agent."""
+
+    log = Logger()
+    logTag = "[Master] [Agent-info]"
+
+    def __init__(
+        self,
+        home: WazuhHome,
+        options: InternalOptions,
+        clock: IReactorTime,
+        masterName: str,
+        isConnectedWorker: Callable[[Any], bool],
+        runInThread: Callable[..., Deferred] = deferToThread,
+    ) -> None:
+        self.home = home
+        self.options = options
+        self.clock = clock
+        self.masterName = masterName
+        self.isConnectedWorker = isConnectedWorker
+        self.runInThread = runInThread
+        self.registry = AgentRegistry(home)
+        self.nodes = ReportingNodes(home.path("queue", "cluster", "agent-nodes.json"))
+        self.registered = _RegisteredAgents(self.registry.keysPath)
+        self.statuses: dict[str, AgentInfoStatus] = {}
+        self._applying = DeferredLock()
+        self._listing: tuple[float, list[AgentRecord]] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        os.makedirs(self.home.path(AGENT_INFO_FOLDER), mode=0o770, exist_ok=True)
+        self.nodes.load()
+
+    def statusOf(self, name: str) -> AgentInfoStatus:
+        """The agent-info sync status of worker C{name}."""
+        return self.statuses.setdefault(name, AgentInfoStatus())
+
+    # Receiving statuses.
+
+    def sinksFor(self, connection: Any) -> dict[str, tuple[SinkFactory, int]]:
+        """The streams a worker's connection may send about agents."""
+        return {"agent-info": (lambda info: self._statusSink(connection), MAX_AGENT_INFO_BYTES)}
+
+    def _statusSink(self, connection: Any) -> "_StatusSink":
+        if not self.isConnectedWorker(connection):
+            self.log.warn(
+                "Refused agent statuses from {peer}: it is not a connected worker.",
+                peer=connection.peerName(),
+            )
+            raise StreamRefused("only a connected worker may send agent statuses")
+        status = self.statusOf(connection.nodeName)
+        status.running, status.date_start, status.last_error = True, self.clock.seconds(), ""
+        return _StatusSink(self, connection.nodeName, status)
+
+    async def apply(self, node: str, statuses: Sequence[tuple[str, float, bytes]]) -> dict[str, int]:
+        """Take the statuses worker C{node} sent; returns what became of them."""
+        await self._applying.acquire()
+        try:
+            return await self.runInThread(self._applyBlocking, node, statuses)
+        finally:
+            self._applying.release()
+
+    def _applyBlocking(self, node: str, statuses: Sequence[tuple[str, float, bytes]]) -> dict[str, int]:
+        registered = self.registered.byStatusName()
+        folder = self.home.path(AGENT_INFO_FOLDER)
+        counts = {"written": 0, "same": 0, "older": 0, "unknown": 0}
+        unknown: list[str] = []
+        for fileName, mtime, content in statuses:
+            if fileName not in registered:
+                counts["unknown"] += 1
+                unknown.append(fileName)
+                continue
+            path = os.path.join(folder, fileName)
+            received = round(Fraction(mtime) * 1_000_000_000)
+            try:
+                current: int | None = os.stat(path).st_mtime_ns
+            except FileNotFoundError:
+                current = None
+            if current is not None and received < current:
+                counts["older"] += 1
+                continue
+            if current is None or received > current:
+                writeFileAtomically(path, content, 0o660, durable=False, mtimeNs=received)
+                counts["written"] += 1
+            else:
+                counts["same"] += 1
+            self.nodes.record(fileName, node, received)
+        self.nodes.save()
+        if unknown:
+            self.log.debug(
+                "Dropped {n} statuses of agents not registered on the master from worker {node}"
+                " (first: {first}).",
+                n=len(unknown), node=node, first=", ".join(unknown[:5]),
+            )
+        return counts
+
+    # When the registry changes.
+
+    def registryChanged(self) -> Deferred[None]:
+        """client.keys changed: forget removed agents, remove their files, report bad lines."""
+
+        def clean() -> tuple[list[str], list[str]]:
+            removed, warnings = self.registry.removeFilesOfUnregistered()
+            self.nodes.keepOnly(self.registered.byStatusName())
+            self.nodes.save()
+            return removed, warnings
+
+        def done(result: tuple[list[str], list[str]]) -> None:
+            removed, warnings = result
+            for warning in warnings[:20]:
+                self.log.warn("{problem}", problem=warning)
+            if removed:
+                self.log.info(
+                    "Removed {n} group and status files of agents no longer registered.", n=len(removed)
+                )
+
+        return self.runInThread(clean).addCallbacks(
+            done, lambda f: self.log.failure("Could not remove the files of removed agents", f)
+        )
+
+    # What the master knows of every agent.
+
+    async def listing(self, maxAge: float = 0.0) -> list[AgentRecord]:
+        """Every agent with its status and node; reuses a listing younger than C{maxAge}."""
+        now = self.clock.seconds()
+        if self._listing is not None and maxAge > 0 and now - self._listing[0] <= maxAge:
+            return self._listing[1]
+        records = await self.runInThread(
+            listAgents, self.home.root, self.nodes, self.masterName, now,
+            self.options.agent_disconnection_time,
+        )
+        self._listing = (now, records)
+        return records
+
+    async def agentsPage(
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str]
+    ) -> dict[str, Any]:
+        """A page of L{ListAgents}."""
+        try:
+            wanted = {AgentState.parse(s).value for s in statuses}
+        except ValueError as e:
+            raise RegistryRefused(str(e)) from None
+        records = await self.listing(0.0 if offset <= 0 else LISTING_REUSE_SECONDS)
+        chosen = [
+            r for r in records
+            if (not wanted or r.status in wanted) and (not nodes or r.node in nodes)
+        ]
+        start = max(offset, 0)
+        page = chosen[start : start + min(max(limit, 0), ListAgents.pageSize)]
+        return {"agents": [_box(r) for r in page], "total": len(chosen)}
+
+    async def activeAgents(self) -> dict[str, int]:
+        """How many agents are active on each node, from a listing at most a few seconds old."""
+        return activeByNode(await self.listing(maxAge=2.0))
+
+
+def _box(record: AgentRecord) -> dict[str, Any]:
+    return {
+        "id": record.id, "name": record.name, "ip": record.ip, "status": record.status,
+        "node": record.node, "last_keep_alive": record.last_keep_alive, "version": record.version,
+    }
+
+
+class _StatusSink:
+    """One worker's statuses arriving: decoded as they come (in a thread), applied at the end."""
+
+    log = Logger()
+
+    def __init__(self, master: MasterAgentInfo, node: str, status: AgentInfoStatus) -> None:
+        self.master = master
+        self.node = node
+        self.status = status
+        self.inbox = StatusInbox()
+        self.reader = BundleReader(self.inbox, AGENT_INFO_LIMITS)
+        self.logTag = f"[Worker {node}] [Agent-info]"
+
+    def feed(self, data: bytes) -> Deferred[None]:
+        return self.master.runInThread(self.reader.feed, data)
+
+    def close(self) -> Deferred[str]:
+        async def close() -> str:
+            try:
+                self.reader.finish()
+                for name, reason in self.inbox.refused[:20]:
+                    self.log.warn("Refused a status from worker {node}: {name}: {reason}.",
+                                  node=self.node, name=name, reason=reason)
+                counts = await self.master.apply(self.node, self.inbox.statuses)
+            except BaseException as e:
+                self._failed(str(e) or type(e).__name__)
+                raise
+            status = self.status
+            status.running, status.date_end = False, self.master.clock.seconds()
+            status.total = len(self.inbox.statuses)
+            self.log.debug(
+                "Agent statuses from worker {node}: {written} written, {same} unchanged,"
+                " {older} older than the master's, {unknown} of unknown agents.",
+                node=self.node, **counts,
+            )
+            return json.dumps({**counts, "refused": len(self.inbox.refused)})
+
+        return Deferred.fromCoroutine(close())
+
+    def abort(self, reason: str) -> None:
+        self.inbox.abort()
+        self._failed(reason)
+
+    def _failed(self, reason: str) -> None:
+        self.status.running = False
+        self.status.last_error = reason
