@@ -2,7 +2,9 @@
 Run a local demo cluster: a master and two workers on 127.0.0.1, each with
 its own Wazuh home under a work folder, a random cluster key, the sample
 rules on the master.  Prints `cluster_control -l` once the workers have
-joined, then runs until Ctrl-C.
+joined, registers sample agents on the master, writes their statuses on the
+workers as their managers would, prints `cluster_control -a` once the
+master shows them, then runs until Ctrl-C.
 
     python scripts/local_cluster.py [--work work/local-cluster] [--workers 2] [--port 1516]
 """
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from wazuhcluster.agents.agentinfo import writeAgentInfo
 from wazuhcluster.nodehome import writeNodeHome
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +42,24 @@ def clusterControl(home: str, *args: str) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "wazuhcluster.control", "--home", home, *args],
         capture_output=True, text=True,
     )
+
+
+def manageAgents(home: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from wazuhcluster.agents.manage import main; main(sys.argv[1:])",
+         "--home", home, *args],
+        capture_output=True, text=True,
+    )
+
+
+#: Sample agents: name, registered address, and how they report (the worker
+#: index, or None for never connected), and how old their last keep-alive is.
+SAMPLE_AGENTS = [
+    ("web-01", "10.0.0.11", 1, 5),
+    ("db-01", "any", 2, 7),
+    ("mail-01", "10.0.0.13", 1, 3 * 3600),
+    ("spare-01", "any", None, 0),
+]
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -63,7 +84,10 @@ def main() -> None:
     try:
         for folder, name, nodeType in nodes:
             home = os.path.join(args.work, folder)
-            writeNodeHome(home, name, nodeType, key, port, options={"keep_alive": 5, "sync_integrity": 3})
+            writeNodeHome(
+                home, name, nodeType, key, port,
+                options={"keep_alive": 5, "sync_integrity": 3, "sync_agent_info": 2},
+            )
             if nodeType == "master":
                 shutil.copytree(os.path.join(ROOT, "sample", "etc"), os.path.join(home, "etc"), dirs_exist_ok=True)
             processes.append(subprocess.Popen(
@@ -104,6 +128,7 @@ def main() -> None:
             f"The master's sample rules ({len(samples)} files under etc/) "
             + ("have reached every worker." if synced else "have NOT reached every worker in 30 s: see the logs.")
         )
+        showAgents(master, workers)
         print(f"Logs: {args.work}/*/logs/cluster.log")
         if args.exit_after_join:
             return
@@ -124,6 +149,47 @@ def main() -> None:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def showAgents(master: str, workers: list[str]) -> None:
+    """Register the sample agents, write their statuses on the workers, show -a."""
+    for name, ip, _, _ in SAMPLE_AGENTS:
+        added = manageAgents(master, "-a", ip, "-n", name)
+        if added.returncode != 0:
+            print(f"Could not register {name}: {added.stderr.strip()}")
+            return
+    # Statuses are taken by the master only for agents it registers: write
+    # them once the workers have the new client.keys (a worker removes the
+    # files of agents it does not know).
+    keys = os.path.join(master, "etc", "client.keys")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(
+        _read(os.path.join(w, "etc", "client.keys")) == _read(keys) for w in workers
+    ):
+        time.sleep(0.3)
+    now = time.time()
+    for name, ip, worker, age in SAMPLE_AGENTS:
+        if worker is not None and worker <= len(workers):
+            writeAgentInfo(workers[worker - 1], name, ip, when=now - age)
+    reported = sum(1 for _, _, w, _ in SAMPLE_AGENTS if w is not None and w <= len(workers))
+    deadline = time.monotonic() + 30
+    listing = None
+    while time.monotonic() < deadline:
+        listing = clusterControl(master, "-a")
+        if listing.returncode == 0 and listing.stdout.count(" worker-node") >= reported:
+            break
+        time.sleep(0.5)
+    print("\nSample agents registered on the master; their statuses written on the workers.")
+    print(f"$ cluster_control --home {master} -a")
+    print(listing.stdout if listing is not None else "")
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
 
 
 if __name__ == "__main__":

@@ -438,10 +438,10 @@ def test_deletions_extras_pruning_and_extra_valid_group_files(cluster: Cluster) 
     folders those deletions emptied under etc/shared and var/multigroups
     with them (not under etc/rules, where the table does not prune).  A rule
     and a group file written by hand on a worker are deleted there and never
-    reach the master.  A queue/agent-groups file written only on a worker
-    stays there; for an agent in the master's client.keys it is copied to
-    the master (and from there to the other worker), for an unknown agent
-    it is refused by the master.
+    reach the master.  A queue/agent-groups file written only on a worker,
+    for an agent in the master's client.keys, is copied to the master (and
+    from there to the other worker); for an agent the master does not
+    register, it is removed from the worker and never reaches the master.
     """
     master = cluster.master(options=OPTIONS)
     expected: dict[str, str] = {}
@@ -478,7 +478,7 @@ def test_deletions_extras_pruning_and_extra_valid_group_files(cluster: Cluster) 
     for relpath in hand:
         put(worker1.home, relpath, "written by hand on worker1\n")
     known = put(worker1.home, "queue/agent-groups/002", "default,group2\n")
-    unknown = put(worker1.home, "queue/agent-groups/777", "default\n")
+    put(worker1.home, "queue/agent-groups/777", "default\n")
     for relpath in deleted:
         del expected[relpath]
     expected["queue/agent-groups/002"] = known
@@ -499,11 +499,13 @@ def test_deletions_extras_pruning_and_extra_valid_group_files(cluster: Cluster) 
     # The master does not even ask for the group file of an agent it does not
     # know (asking would only get it refused again, every cycle).
 
-    # A settled state: the unknown agent's file stays on worker1 only, the
-    # hand-written files never reach the master.
+    # A settled state: the unknown agent's file is gone from worker1 and
+    # reached no other node; the hand-written files never reach the master.
+    wait_for(lambda: not (worker1.home / "queue/agent-groups/777").exists(),
+             "worker1 to remove the group file of an unregistered agent", timeout=15, alive=[master, *workers])
+
     def settled_wrongly() -> bool:
-        assert md5_or_none(worker1.home / "queue/agent-groups/777") == unknown
-        for node in (master, worker2):
+        for node in (master, worker1, worker2):
             assert not (node.home / "queue/agent-groups/777").exists(), node
         for relpath in hand:
             assert not (master.home / relpath).exists(), relpath
@@ -515,8 +517,7 @@ def test_deletions_extras_pruning_and_extra_valid_group_files(cluster: Cluster) 
     assert stat.S_IMODE((master.home / "queue/agent-groups/002").stat().st_mode) == 0o660
     for worker in workers:
         state = table_state(worker.home)
-        wanted = set(expected) | ({"queue/agent-groups/777"} if worker is worker1 else set())
-        assert set(state) == wanted, set(state) ^ wanted
+        assert set(state) == set(expected), set(state) ^ set(expected)
         # Pruned only where the table says: etc/rules/sub stays, empty.
         assert (worker.home / "etc/rules/sub").is_dir()
         assert not any((worker.home / "etc/rules/sub").iterdir())

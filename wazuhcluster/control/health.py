@@ -61,9 +61,9 @@ class HealthAction:
                         f" (last {date(node.agentgroups_start)} - {date(node.agentgroups_end)})\n"
                     )
                     out.write("        Agents-info:\n")
-                    out.write(f"            Synchronizing now: {'yes' if node.sync_agentinfo_running else 'no'}\n")
-                    out.write(f"            Last synchronization: {date(node.agentinfo_start)} - {date(node.agentinfo_end)}\n")
-                    out.write(f"            Statuses received: {node.agentinfo_total}\n")
+                    out.write(f"            Receiving now: {'yes' if node.sync_agentinfo_running else 'no'}\n")
+                    out.write(f"            Last statuses received: {date(node.agentinfo_start)} - {date(node.agentinfo_end)}\n")
+                    out.write(f"            Statuses in the last sync: {node.agentinfo_total}\n")
             else:
                 detail = f"{node.type}, version {node.version}, {node.active_agents} active agents"
                 if node.type == "worker":

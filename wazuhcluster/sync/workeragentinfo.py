@@ -130,9 +130,10 @@ class WorkerAgentInfo(Service):
                 if name in sent:
                     self._acknowledged[name] = version
             self.log.info(
-                "Sent {n} agent statuses to the master in {t:.3f} s ({written} taken,"
-                " {older} older than the master's, {unknown} of agents not registered there).",
-                n=len(sent), t=self.clock.seconds() - started,
+                "Sent {n} agent statuses ({bytes} bytes compressed) to the master in {t:.3f} s"
+                " ({written} taken, {older} older than the master's, {unknown} of agents not"
+                " registered there).",
+                n=len(sent), bytes=writer.bytesOut, t=self.clock.seconds() - started,
                 written=answer.get("written", 0) + answer.get("same", 0),
                 older=answer.get("older", 0), unknown=answer.get("unknown", 0),
             )

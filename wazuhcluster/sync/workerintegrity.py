@@ -133,6 +133,10 @@ class WorkerIntegrity(Service):
                 )
                 if answer.get("transfer"):
                     await self._waitForBundle(connection)
+                elif answer.get("extra_valid"):
+                    # Group files only this worker has: those of agents the
+                    # master does not register go (the others it asks for).
+                    self._removeFilesOfUnregisteredAgents()
         except Exception as e:
             self.log.warn(
                 "Integrity sync failed: {why}; retrying in {n} seconds.",
