@@ -95,6 +95,23 @@ class ReportingNodesTests(SynchronousTestCase):
         self.assertEqual(again.nodeOf("web-any", 6, "master"), "master")
         self.assertEqual(again.nodeOf("other-any", 1, "master"), "master")
 
+    def test_timesAloneAreSavedAtMostOnceAMinute(self) -> None:
+        path = os.path.join(os.path.abspath(self.mktemp()), "agent-nodes.json")
+        nodes = ReportingNodes(path)
+        nodes.record("web-any", "node02", 5)
+        self.assertTrue(nodes.save(now=100))
+        nodes.record("web-any", "node02", 6)
+        self.assertFalse(nodes.save(now=130))
+        self.assertTrue(nodes.save(now=160))
+        nodes.record("web-any", "node02", 7)
+        nodes.record("web-any", "node03", 8)  # a node change: saved at once
+        self.assertTrue(nodes.save(now=161))
+        nodes.record("web-any", "node03", 9)
+        self.assertTrue(nodes.save(now=162, staleFor=0))  # as at a clean stop
+        again = ReportingNodes(path)
+        again.load()
+        self.assertEqual(again.recorded("web-any"), ("node03", 9))
+
     def test_damagedFileIsIgnored(self) -> None:
         path = os.path.join(os.path.abspath(self.mktemp()))
         with open(path, "w") as f:

@@ -13,7 +13,10 @@ received.  A status file newer than what was recorded was written by the
 master's own manager since (the agent now reports to the master), and one
 never received from a worker is the master's own.  The record is kept in
 C{queue/cluster/agent-nodes.json} so that a restarted master still knows
-where its agents are.
+where its agents are.  A node change is saved at once; changes of times
+alone at most once a minute, so after a restart a few agents may show the
+master until their worker sends its statuses again (which it does, all of
+them, on its new connection).
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from twisted.logger import Logger
 from ..files import writeFileAtomically
 from .agentinfo import AGENT_INFO_FOLDER, statusFileName, versionIn
 from .clientkeys import MANAGER_ID, readClientKeys
+
+#: Seconds between saves of L{ReportingNodes} when only times changed.
+SAVE_STALE_EVERY = 60.0
 
 #: The node shown for an agent that never sent a status.
 UNKNOWN_NODE = "unknown"
@@ -80,7 +86,11 @@ class ReportingNodes:
         self.path = path
         self._lock = threading.Lock()
         self._nodes: dict[str, tuple[str, int]] = {}
+        #: A node changed since the last save.
         self._dirty = False
+        #: Only modification times changed since the last save.
+        self._stale = False
+        self._savedAt = 0.0
 
     def load(self) -> None:
         """Read the saved record (blocking); a missing or damaged file means none."""
@@ -105,9 +115,13 @@ class ReportingNodes:
 
     def record(self, fileName: str, node: str, mtimeNs: int) -> None:
         with self._lock:
-            if self._nodes.get(fileName) != (node, mtimeNs):
+            previous = self._nodes.get(fileName)
+            if previous != (node, mtimeNs):
                 self._nodes[fileName] = (node, mtimeNs)
-                self._dirty = True
+                if previous is None or previous[0] != node:
+                    self._dirty = True
+                else:
+                    self._stale = True
 
     def recorded(self, fileName: str) -> tuple[str, int] | None:
         with self._lock:
@@ -130,13 +144,18 @@ class ReportingNodes:
             return masterName
         return entry[0]
 
-    def save(self) -> bool:
-        """Write the record if it changed (blocking); whether it was written."""
+    def save(self, now: float = 0.0, staleFor: float = SAVE_STALE_EVERY) -> bool:
+        """
+        Write the record (blocking) if a node changed, or if only times
+        changed and the last save is older than C{staleFor} seconds; whether
+        it was written.  Times change on every status, nodes rarely: saving
+        50,000 entries after every batch would cost more than the batch.
+        """
         with self._lock:
-            if not self._dirty:
+            if not (self._dirty or (self._stale and now - self._savedAt >= staleFor)):
                 return False
             snapshot = {name: list(entry) for name, entry in self._nodes.items()}
-            self._dirty = False
+            self._dirty = self._stale = False
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             writeFileAtomically(self.path, json.dumps({"agents": snapshot}).encode(), 0o640, durable=False)
@@ -144,6 +163,7 @@ class ReportingNodes:
             with self._lock:
                 self._dirty = True
             raise
+        self._savedAt = now
         return True
 
 

@@ -189,6 +189,13 @@ class MasterAgentInfo(Service):
         os.makedirs(self.home.path(AGENT_INFO_FOLDER), mode=0o770, exist_ok=True)
         self.nodes.load()
 
+    def stopService(self) -> None:
+        super().stopService()
+        try:
+            self.nodes.save(self.clock.seconds(), staleFor=0)
+        except OSError as e:
+            self.log.warn("Could not save which node each agent reports to: {why}.", why=e)
+
     def statusOf(self, name: str) -> AgentInfoStatus:
         """The agent-info sync status of worker C{name}."""
         return self.statuses.setdefault(name, AgentInfoStatus())
@@ -214,11 +221,13 @@ class MasterAgentInfo(Service):
         """Take the statuses worker C{node} sent; returns what became of them."""
         await self._applying.acquire()
         try:
-            return await self.runInThread(self._applyBlocking, node, statuses)
+            return await self.runInThread(self._applyBlocking, node, statuses, self.clock.seconds())
         finally:
             self._applying.release()
 
-    def _applyBlocking(self, node: str, statuses: Sequence[tuple[str, float, bytes]]) -> dict[str, int]:
+    def _applyBlocking(
+        self, node: str, statuses: Sequence[tuple[str, float, bytes]], now: float
+    ) -> dict[str, int]:
         registered = self.registered.byStatusName()
         folder = self.home.path(AGENT_INFO_FOLDER)
         counts = {"written": 0, "same": 0, "older": 0, "unknown": 0}
@@ -243,7 +252,7 @@ class MasterAgentInfo(Service):
             else:
                 counts["same"] += 1
             self.nodes.record(fileName, node, received)
-        self.nodes.save()
+        self.nodes.save(now)
         if unknown:
             self.log.debug(
                 "Dropped {n} statuses of agents not registered on the master from worker {node}"
@@ -260,7 +269,7 @@ class MasterAgentInfo(Service):
         def clean() -> tuple[list[str], list[str]]:
             removed, warnings = self.registry.removeFilesOfUnregistered()
             self.nodes.keepOnly(self.registered.byStatusName())
-            self.nodes.save()
+            self.nodes.save(self.clock.seconds())
             return removed, warnings
 
         def done(result: tuple[list[str], list[str]]) -> None:
