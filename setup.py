@@ -14,12 +14,15 @@ setup(
         "cryptography>=42",
         "attrs>=23",
         "treq",
+        # api.yaml, as Wazuh 4 lays out its API settings.
+        "pyyaml>=6",
     ],
     extras_require={"test": ["pytest", "pytest-twisted", "hypothesis"]},
     entry_points={
         "console_scripts": [
             "cluster_control = wazuhcluster.control.cli:main",
             "manage_agents = wazuhcluster.agents.manage:main",
+            "cluster_api_users = wazuhcluster.api.users_cli:main",
         ]
     },
 )

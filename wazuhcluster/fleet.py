@@ -200,12 +200,12 @@ class Fleet(Service):
         return name is not None and self._workers.get(name) is connection
 
     async def agentsPage(
-        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str]
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False
     ) -> dict[str, Any]:
         """A page of the agents (L{ListAgents})."""
         if self.agents is None:
             return {"agents": [], "total": 0}
-        return await self.agents.agentsPage(offset, limit, statuses, nodes)
+        return await self.agents.agentsPage(offset, limit, statuses, nodes, details)
 
 
 class FleetView:
@@ -221,6 +221,6 @@ class FleetView:
         return self.fleet.settings.clusterName, await self.fleet.health()
 
     async def agentsPage(
-        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str]
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False
     ) -> dict[str, Any]:
-        return await self.fleet.agentsPage(offset, limit, statuses, nodes)
+        return await self.fleet.agentsPage(offset, limit, statuses, nodes, details)

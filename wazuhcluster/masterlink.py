@@ -131,6 +131,7 @@ class MasterLink(MultiService, AsksAboutNodes):
         jitter: Callable[[], float] = random.random,
         sinksFor: "Callable[[MasterConnection], dict[str, tuple[SinkFactory, int]]] | None" = None,
         onIntegrityChanged: Callable[[], None] | None = None,
+        nodeCalls: Any = None,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -138,6 +139,7 @@ class MasterLink(MultiService, AsksAboutNodes):
         self.connection: MasterConnection | None = None
         self.failedKeepAlives = 0
         factory = MasterConnectionFactory(settings, clock, sinksFor, onIntegrityChanged)
+        factory.nodeCalls = nodeCalls
         self._service = ClientService(
             _JoinGateEndpoint(endpoint, factory),
             factory,
@@ -235,11 +237,11 @@ class MasterLink(MultiService, AsksAboutNodes):
         return d.addCallbacks(answered, failed)
 
     async def agentsPage(
-        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str]
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False
     ) -> dict[str, Any]:
         """A page of the agents, as the master lists them."""
         return await self.answeringPeer().callRemote(
-            ListAgents, offset=offset, limit=limit, statuses=list(statuses), nodes=list(nodes)
+            ListAgents, offset=offset, limit=limit, statuses=list(statuses), nodes=list(nodes), details=details
         )
 
     def answeringPeer(self) -> MasterConnection:

@@ -19,6 +19,12 @@ from twisted.logger import Logger
 
 from . import __version__
 from .agents.registration import ForwardedRegistration, MasterRegistration
+from .api.endpoints import ApiContext, routes
+from .api.envelope import ApiError
+from .api.localnode import LocalNode
+from .api.nodecalls import NodeCalls
+from .api.server import apiService
+from .api.settings import ApiSettings, loadApiSettings
 from .agents.registry import AgentRegistry
 from .config import ClusterConfig, ConfigError, load_cluster_config
 from .control.server import controlSocketService
@@ -28,6 +34,7 @@ from .internal_options import InternalOptions, load_internal_options
 from .masterlink import MasterLink
 from .protocol.link import LinkSettings
 from .protocol.master import WorkerConnectionFactory
+from .stats import NodeStats
 from .sync.masteragentinfo import MasterAgentInfo
 from .sync.masterintegrity import MasterIntegrity
 from .sync.table import SyncTable
@@ -45,6 +52,7 @@ class NodeSetup:
     config: ClusterConfig
     options: InternalOptions
     warnings: tuple[str, ...]
+    api: ApiSettings
 
 
 def loadNode(configPath: str, home: str | None = None) -> NodeSetup:
@@ -54,7 +62,8 @@ def loadNode(configPath: str, home: str | None = None) -> NodeSetup:
     wazuhHome = WazuhHome.forConfig(configPath, home)
     config, warnings = load_cluster_config(configPath)
     options = load_internal_options(wazuhHome.internalOptions)
-    return NodeSetup(configPath, wazuhHome, config, options, tuple(warnings))
+    api = loadApiSettings(wazuhHome, config.is_master)
+    return NodeSetup(configPath, wazuhHome, config, options, tuple(warnings), api)
 
 
 class NodeStartError(Exception):
@@ -116,6 +125,10 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
     settings = LinkSettings.fromConfig(config, setup.options, tls, __version__)
     node = NodeService(setup, foreground)
     table = SyncTable.load()
+    stats = NodeStats(reactor.seconds())
+    local = LocalNode(
+        home, config.node_name, config.name, config.node_type, __version__, stats, setup.api.restartCommand
+    )
     if config.is_master:
         fleet = Fleet(settings, reactor)
         fleet.setServiceParent(node)
@@ -127,6 +140,22 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
         integrity.onClientKeysChanged = agentInfo.registryChanged
         integrity.setServiceParent(node)
         fleet.integrityStatus = integrity.statusOf
+
+        def toWorker(name: str) -> object:
+            connection = fleet.workers.get(name)
+            if connection is None:
+                raise ApiError(3022, name, status=404)
+            return connection
+
+        calls = NodeCalls(local, reactor, toWorker, isMaster=True)
+        factory = WorkerConnectionFactory(
+            fleet, settings, reactor,
+            lambda connection: {
+                **integrity.sinksFor(connection), **agentInfo.sinksFor(connection), **calls.sinksFor(connection)
+            },
+            registration,
+        )
+        factory.nodeCalls = calls
         listening = StreamServerEndpointService(
             # A deep backlog: after a master restart every worker reconnects
             # within a second, and the default of 50 made a quarter of 100
@@ -135,11 +164,7 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
             SSL4ServerEndpoint(
                 reactor, config.port, serverOptions(tls), backlog=1024, interface=config.bind_addr
             ),
-            WorkerConnectionFactory(
-                fleet, settings, reactor,
-                lambda connection: {**integrity.sinksFor(connection), **agentInfo.sinksFor(connection)},
-                registration,
-            ),
+            factory,
         )
         listening._raiseSynchronously = True
         listening.setServiceParent(node)
@@ -149,9 +174,18 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
             clientOptions(tls), HostnameEndpoint(reactor, config.master_address, config.port)
         )
         integrity = WorkerIntegrity(home, table, setup.options, reactor, config.node_name)
+
+        def toMaster(name: str) -> object:
+            if link.connection is None:
+                raise ApiError(3023, status=503)
+            return link.connection
+
+        calls = NodeCalls(local, reactor, toMaster, isMaster=False)
         link = MasterLink(
             settings, endpoint, reactor,
-            sinksFor=integrity.sinksFor, onIntegrityChanged=integrity.syncSoon,
+            sinksFor=lambda connection: {**integrity.sinksFor(connection), **calls.sinksFor(connection)},
+            onIntegrityChanged=integrity.syncSoon,
+            nodeCalls=calls,
         )
         integrity.connectionToMaster = lambda: link.connection
         agentInfo = WorkerAgentInfo(home, setup.options, reactor, config.node_name)
@@ -162,6 +196,10 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
         registration = ForwardedRegistration(lambda: link.connection)
         view = link
     controlSocketService(reactor, home.controlSocket, view, registration).setServiceParent(node)
+    if setup.api.enabled:
+        apiService(
+            reactor, setup.api, home, tls, routes(ApiContext(config, view, registration, calls))
+        ).setServiceParent(node)
     return node
 
 

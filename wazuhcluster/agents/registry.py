@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from typing import Iterator
 
 from attrs import frozen
@@ -26,6 +27,7 @@ from attrs import frozen
 from ..files import writeFileAtomically
 from ..home import WazuhHome
 from .agentinfo import AGENT_INFO_FOLDER, parseStatusFileName, statusFileName
+from .status import REGISTRATION_DATES
 from .clientkeys import (
     AgentKey,
     ClientKeys,
@@ -182,6 +184,7 @@ class AgentRegistry:
                 raise
             for old in replaced:
                 self._removeFilesOf(old)
+            self._recordDates(add=agent, remove={old.id for old in replaced})
         return Registration(agent, group, replaced)
 
     def remove(self, agentID: str) -> AgentKey:
@@ -205,7 +208,33 @@ class AgentRegistry:
                 )
             self._write(keys.withoutAgent(agent.id))
             self._removeFilesOf(agent)
+            self._recordDates(remove={agent.id})
         return agent
+
+    def _recordDates(self, add: AgentKey | None = None, remove: set[str] = frozenset()) -> None:
+        """
+        Keep C{queue/agents-timestamp} as Wazuh does: one line per agent,
+        C{ID NAME IP YYYY-MM-DD HH:MM:SS}, the time of its registration.
+        Only the date of a listing depends on it: a failure to write it is
+        not a failed registration.
+        """
+        path = self.home.path(REGISTRATION_DATES)
+        try:
+            with open(path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except FileNotFoundError:
+            lines = []
+        except OSError:
+            return
+        kept = [line for line in lines if line.split()[:1] and line.split()[0] not in remove]
+        if add is not None:
+            kept = [line for line in kept if line.split()[0] != add.id]
+            kept.append(f"{add.id} {add.name} {add.ip} {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            writeFileAtomically(path, "".join(line + "\n" for line in kept).encode("utf-8"), 0o660)
+        except OSError:
+            pass
 
     def _write(self, keys: ClientKeys) -> None:
         """Replace client.keys with C{keys}, all or nothing."""

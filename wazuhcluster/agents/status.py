@@ -26,9 +26,10 @@ import json
 import os
 import socket
 import threading
+import time
 from typing import Iterable
 
-from attrs import frozen
+from attrs import evolve, frozen
 from twisted.logger import Logger
 
 from ..files import writeFileAtomically
@@ -71,6 +72,10 @@ class AgentRecord:
     #: Seconds since the epoch of the last keep-alive, 0 for none.
     last_keep_alive: float
     version: str
+    #: Seconds since the epoch of the registration, 0 when unknown (details only).
+    date_add: float = 0.0
+    #: The agent's groups, comma-separated (details only).
+    group: str = ""
 
 
 class ReportingNodes:
@@ -173,11 +178,13 @@ def listAgents(
     masterName: str,
     now: float,
     disconnectionTime: float,
-    withVersions: bool = False,
+    withDetails: bool = False,
 ) -> list[AgentRecord]:
     """
     Every registered agent, the manager (000) first, with its status and
     node (blocking: reads client.keys and stats every status file).
+    C{withDetails} also reads each agent's version, group and registration
+    date (one more file read per agent).
     """
     keys = readClientKeys(os.path.join(home, "etc", "client.keys"))
     folder = os.path.join(home, AGENT_INFO_FOLDER)
@@ -211,14 +218,50 @@ def listAgents(
             state = AgentState.DISCONNECTED
         else:
             state = AgentState.ACTIVE
-        version = _version(os.path.join(folder, fileName)) if withVersions and st.st_size else ""
+        version = _version(os.path.join(folder, fileName)) if withDetails and st.st_size else ""
         records.append(
             AgentRecord(
                 agent.id, agent.name, agent.ip, state.value,
                 nodes.nodeOf(fileName, st.st_mtime_ns, masterName), st.st_mtime, version,
             )
         )
+    if withDetails:
+        added = readRegistrationDates(home)
+        records = [
+            evolve(r, date_add=added.get(r.id, 0.0), group=_group(home, r.id)) if r.id != MANAGER_ID else r
+            for r in records
+        ]
     return records
+
+
+def _group(home: str, agentID: str) -> str:
+    try:
+        with open(os.path.join(home, "queue", "agent-groups", agentID), "rb") as f:
+            return f.read(4096).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+#: Where Wazuh keeps the date of each registration: C{ID NAME IP YYYY-MM-DD HH:MM:SS} lines.
+REGISTRATION_DATES = os.path.join("queue", "agents-timestamp")
+
+
+def readRegistrationDates(home: str) -> dict[str, float]:
+    """The registration time of each agent ID, from C{queue/agents-timestamp} (blocking)."""
+    dates: dict[str, float] = {}
+    try:
+        with open(os.path.join(home, REGISTRATION_DATES), "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return dates
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 5:
+            try:
+                dates[parts[0]] = time.mktime(time.strptime(f"{parts[3]} {parts[4]}", "%Y-%m-%d %H:%M:%S"))
+            except ValueError:
+                continue
+    return dates
 
 
 def _version(path: str) -> str:

@@ -38,7 +38,7 @@ class ClusterView(Protocol):
     async def health(self) -> tuple[str, list[NodeHealth]]: ...
 
     async def agentsPage(
-        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str]
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False
     ) -> dict[str, Any]: ...
 
 
@@ -69,8 +69,10 @@ class ControlProtocol(RegistrationResponders, amp.AMP):
         return Deferred.fromCoroutine(answer())
 
     @ListAgents.responder
-    def listAgents(self, offset: int, limit: int, statuses: list[str], nodes: list[str]) -> Deferred[dict[str, Any]]:
-        return Deferred.fromCoroutine(self.view.agentsPage(offset, limit, statuses, nodes))
+    def listAgents(
+        self, offset: int, limit: int, statuses: list[str], nodes: list[str], details: bool = False
+    ) -> Deferred[dict[str, Any]]:
+        return Deferred.fromCoroutine(self.view.agentsPage(offset, limit, statuses, nodes, bool(details)))
 
 
 def controlSocketService(

@@ -43,10 +43,10 @@ class RemoveAgent(amp.Command):
     errors = {RegistryRefused: b"REGISTRY_REFUSED"}
 
 
-#: Agents per page of L{ListAgents}: an entry is at most about 400 bytes
-#: serialised (a name of 128 characters, an IPv6 address, a node name of 64),
-#: so a page stays well below one sealed message.
-AGENT_PAGE_SIZE = 100
+#: Agents per page of L{ListAgents}: an entry is at most about 700 bytes
+#: serialised (a name of 128 characters, an IPv6 address, a node name of 64,
+#: groups of 255), so a page stays below one sealed message.
+AGENT_PAGE_SIZE = 80
 
 AGENT_LIST = amp.AmpList(
     [
@@ -57,6 +57,8 @@ AGENT_LIST = amp.AmpList(
         (b"node", amp.Unicode()),
         (b"last_keep_alive", amp.Float()),
         (b"version", amp.Unicode()),
+        (b"date_add", amp.Float()),
+        (b"group", amp.Unicode()),
     ]
 )
 
@@ -66,7 +68,8 @@ class ListAgents(amp.Command):
     A page of the registered agents (the manager, 000, first, then by ID),
     with their status and node; only those with one of C{statuses} and on
     one of C{nodes} when these are not empty.  Offset 0 takes a fresh
-    listing; later pages come from the same listing.
+    listing; later pages come from the same listing.  C{details} adds each
+    agent's version, group and registration date.
     """
 
     pageSize = AGENT_PAGE_SIZE
@@ -76,6 +79,7 @@ class ListAgents(amp.Command):
         (b"limit", amp.Integer()),
         (b"statuses", amp.ListOf(amp.Unicode())),
         (b"nodes", amp.ListOf(amp.Unicode())),
+        (b"details", amp.Boolean(optional=True)),
     ]
     response = [(b"agents", AGENT_LIST), (b"total", amp.Integer())]
     errors = {NotConnectedToMaster: b"NOT_CONNECTED_TO_MASTER", RegistryRefused: b"REGISTRY_REFUSED"}

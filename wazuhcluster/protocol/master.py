@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 from ..tls import channelBinding, peerCertificate
 from ..agents.registration import Registration, RegistrationResponders
+from ..api.nodecalls import NodeCallResponders
 from .agentcommands import ListAgents, RegistryRefused
 from .link import LinkSettings
 from .mastercommands import Ping
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from ..fleet import Fleet
 
 
-class WorkerConnection(RegistrationResponders, StreamResponders, SealedAMP):
+class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamResponders, SealedAMP):
     """The master's end of one worker's connection."""
 
     log = Logger()
@@ -231,10 +232,12 @@ class WorkerConnection(RegistrationResponders, StreamResponders, SealedAMP):
         return Deferred.fromCoroutine(answer())
 
     @ListAgents.responder
-    def listAgents(self, offset: int, limit: int, statuses: list[str], nodes: list[str]) -> Deferred[dict[str, Any]]:
+    def listAgents(
+        self, offset: int, limit: int, statuses: list[str], nodes: list[str], details: bool = False
+    ) -> Deferred[dict[str, Any]]:
         if not self.joined:
             raise RegistryRefused("only a worker that has joined may ask for the agents")
-        return Deferred.fromCoroutine(self.fleet.agentsPage(offset, limit, statuses, nodes))
+        return Deferred.fromCoroutine(self.fleet.agentsPage(offset, limit, statuses, nodes, bool(details)))
 
     def ping(self, timeout: float) -> Deferred:
         """Fires with C{True} if the worker answers within C{timeout}, else C{False}."""
@@ -261,6 +264,8 @@ class WorkerConnectionFactory(ServerFactory):
         self.clock = clock
         self.sinksFor = sinksFor
         self.registration = registration
+        #: Answers the workers' API calls (set by the builder).
+        self.nodeCalls: Any = None
 
     def buildProtocol(self, addr: object) -> amp.AMP:
         protocol = WorkerConnection(self.fleet, self.settings, self.clock, self.sinksFor, self.registration)

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..api.nodecalls import NodeCallResponders
 from ..tls import PeerIdentityError, channelBinding, checkPeerIdentity, peerCertificate
 from .link import LinkSettings
 from .mastercommands import IntegrityChanged, Ping
@@ -39,7 +40,7 @@ class HandshakeFailed(Exception):
 
 
 @implementer(IHandshakeListener)
-class MasterConnection(StreamResponders, SealedAMP):
+class MasterConnection(NodeCallResponders, StreamResponders, SealedAMP):
     """The worker's end of its connection to the master."""
 
     log = Logger()
@@ -158,6 +159,8 @@ class MasterConnectionFactory(Factory):
         self.clock = clock
         self.sinksFor = sinksFor
         self.onIntegrityChanged = onIntegrityChanged
+        #: Answers the master's API calls for this node (set by the builder).
+        self.nodeCalls: Any = None
         self.lastBuilt: MasterConnection | None = None
 
     def buildProtocol(self, addr: object) -> MasterConnection:

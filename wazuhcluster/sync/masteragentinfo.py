@@ -30,7 +30,7 @@ import os
 from fractions import Fraction
 from typing import Any, Callable, Sequence
 
-from attrs import define
+from attrs import asdict, define
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
@@ -57,6 +57,9 @@ MAX_AGENT_INFO_BYTES = 64 * 1024 * 1024
 AGENT_INFO_LIMITS = Limits(
     maxFileSize=1024 * 1024, maxTotalBytes=64 * 1024 * 1024, maxRecords=200_000, maxPathBytes=512
 )
+
+#: Most bytes of text in one page of agents (a sealed message holds 64 KiB).
+PAGE_BYTES = 40_000
 
 #: How long later pages of an agent listing reuse the listing of its first page.
 LISTING_REUSE_SECONDS = 60.0
@@ -182,7 +185,8 @@ class MasterAgentInfo(Service):
         self.registered = _RegisteredAgents(self.registry.keysPath)
         self.statuses: dict[str, AgentInfoStatus] = {}
         self._applying = DeferredLock()
-        self._listing: tuple[float, list[AgentRecord]] | None = None
+        #: The last listing without and with details, and when it was made.
+        self._listings: dict[bool, tuple[float, list[AgentRecord]]] = {}
 
     def startService(self) -> None:
         super().startService()
@@ -287,34 +291,45 @@ class MasterAgentInfo(Service):
 
     # What the master knows of every agent.
 
-    async def listing(self, maxAge: float = 0.0) -> list[AgentRecord]:
-        """Every agent with its status and node; reuses a listing younger than C{maxAge}."""
+    async def listing(self, maxAge: float = 0.0, details: bool = False) -> list[AgentRecord]:
+        """
+        Every agent with its status and node; reuses a listing younger than
+        C{maxAge} (one with details serves a request without).
+        """
         now = self.clock.seconds()
-        if self._listing is not None and maxAge > 0 and now - self._listing[0] <= maxAge:
-            return self._listing[1]
+        for kind in ((True, False) if not details else (True,)):
+            cached = self._listings.get(kind)
+            if cached is not None and maxAge > 0 and now - cached[0] <= maxAge:
+                return cached[1]
         records = await self.runInThread(
             listAgents, self.home.root, self.nodes, self.masterName, now,
-            self.options.agent_disconnection_time,
+            self.options.agent_disconnection_time, details,
         )
-        self._listing = (now, records)
+        self._listings[details] = (now, records)
         return records
 
     async def agentsPage(
-        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str]
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False
     ) -> dict[str, Any]:
-        """A page of L{ListAgents}."""
+        """A page of L{ListAgents}: at most its page size, and at most L{PAGE_BYTES} of text."""
         try:
             wanted = {AgentState.parse(s).value for s in statuses}
         except ValueError as e:
             raise RegistryRefused(str(e)) from None
-        records = await self.listing(0.0 if offset <= 0 else LISTING_REUSE_SECONDS)
+        records = await self.listing(0.0 if offset <= 0 else LISTING_REUSE_SECONDS, details)
         chosen = [
             r for r in records
             if (not wanted or r.status in wanted) and (not nodes or r.node in nodes)
         ]
-        start = max(offset, 0)
-        page = chosen[start : start + min(max(limit, 0), ListAgents.pageSize)]
-        return {"agents": [_box(r) for r in page], "total": len(chosen)}
+        page: list[dict[str, Any]] = []
+        size = 0
+        for record in chosen[max(offset, 0) : max(offset, 0) + min(max(limit, 0), ListAgents.pageSize)]:
+            box = _box(record)
+            size += sum(len(str(v)) + 24 for v in box.values())
+            if page and size > PAGE_BYTES:
+                break
+            page.append(box)
+        return {"agents": page, "total": len(chosen)}
 
     async def activeAgents(self) -> dict[str, int]:
         """How many agents are active on each node, from a listing at most a few seconds old."""
@@ -322,10 +337,7 @@ class MasterAgentInfo(Service):
 
 
 def _box(record: AgentRecord) -> dict[str, Any]:
-    return {
-        "id": record.id, "name": record.name, "ip": record.ip, "status": record.status,
-        "node": record.node, "last_keep_alive": record.last_keep_alive, "version": record.version,
-    }
+    return asdict(record)
 
 
 class _StatusSink:
