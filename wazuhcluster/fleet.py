@@ -23,6 +23,7 @@ from .protocol.link import LinkSettings, majorMinor
 from .protocol.master import WorkerConnection
 from .protocol.nodeinfo import NodeHealth, NodeInfo
 from .protocol.workercommands import HelloRefused
+from .stats import NodeStats
 from .sync.status import IntegrityStatus
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class Fleet(Service):
         self.integrityStatus: Callable[[str], IntegrityStatus] | None = None
         #: What the master knows of the agents, when it keeps agent info.
         self.agents: "MasterAgentInfo | None" = None
+        #: The node's counters (the builder hands over the node's own).
+        self.stats = NodeStats()
         self._checker = LoopingCall(self.dropSilentWorkers)
         self._checker.clock = clock
 

@@ -37,6 +37,7 @@ from .protocol.nodeinfo import AsksAboutNodes, NotConnectedToMaster
 from .protocol.stream import SinkFactory
 from .protocol.worker import HandshakeFailed, MasterConnection, MasterConnectionFactory
 from .protocol.workercommands import KeepAlive
+from .stats import NodeStats
 
 
 def retryPolicy(connectionRetry: float, jitter: Callable[[], float] = random.random) -> Callable[[int], float]:
@@ -138,6 +139,8 @@ class MasterLink(MultiService, AsksAboutNodes):
         self.clock = clock
         self.connection: MasterConnection | None = None
         self.failedKeepAlives = 0
+        #: The node's counters (the builder hands over the node's own).
+        self.stats = NodeStats()
         factory = MasterConnectionFactory(settings, clock, sinksFor, onIntegrityChanged)
         factory.nodeCalls = nodeCalls
         self._service = ClientService(
@@ -214,6 +217,7 @@ class MasterLink(MultiService, AsksAboutNodes):
 
         def answered(_: object) -> None:
             self.failedKeepAlives = 0
+            self.stats.count("keepalives_sent")
 
         def failed(failure: Failure) -> None:
             if self.connection is not connection:

@@ -131,13 +131,16 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
     )
     if config.is_master:
         fleet = Fleet(settings, reactor)
+        fleet.stats = stats
         fleet.setServiceParent(node)
         registration = MasterRegistration(AgentRegistry(home))
         agentInfo = MasterAgentInfo(home, setup.options, reactor, config.node_name, fleet.isConnectedWorker)
+        agentInfo.stats = stats
         agentInfo.setServiceParent(node)
         fleet.agents = agentInfo
         integrity = MasterIntegrity(home, table, setup.options, reactor, lambda: fleet.workers)
         integrity.onClientKeysChanged = agentInfo.registryChanged
+        integrity.stats = stats
         integrity.setServiceParent(node)
         fleet.integrityStatus = integrity.statusOf
 
@@ -174,6 +177,7 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
             clientOptions(tls), HostnameEndpoint(reactor, config.master_address, config.port)
         )
         integrity = WorkerIntegrity(home, table, setup.options, reactor, config.node_name)
+        integrity.stats = stats
 
         def toMaster(name: str) -> object:
             if link.connection is None:
@@ -187,8 +191,10 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
             onIntegrityChanged=integrity.syncSoon,
             nodeCalls=calls,
         )
+        link.stats = stats
         integrity.connectionToMaster = lambda: link.connection
         agentInfo = WorkerAgentInfo(home, setup.options, reactor, config.node_name)
+        agentInfo.stats = stats
         agentInfo.connectionToMaster = lambda: link.connection
         link.setServiceParent(node)
         integrity.setServiceParent(node)

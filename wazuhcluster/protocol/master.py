@@ -217,6 +217,7 @@ class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamRespond
         # No log line here: it is the hottest path of the master, and its
         # time is visible with cluster_control -i.
         self.lastKeepAlive = self.clock.seconds()
+        self.fleet.stats.count("keepalives_received")
         return {}
 
     @ListNodes.responder

@@ -46,6 +46,7 @@ from ..home import WazuhHome
 from ..internal_options import InternalOptions
 from ..protocol.agentcommands import ListAgents, RegistryRefused
 from ..protocol.stream import SinkFactory, StreamRefused
+from ..stats import NodeStats
 from .bundle import BundleReader, Limits
 from .stager import ChecksumMismatch, showPath
 
@@ -185,6 +186,8 @@ class MasterAgentInfo(Service):
         self.registered = _RegisteredAgents(self.registry.keysPath)
         self.statuses: dict[str, AgentInfoStatus] = {}
         self._applying = DeferredLock()
+        #: The node's counters (the builder hands over the node's own).
+        self.stats = NodeStats()
         #: The last listing without and with details, and when it was made.
         self._listings: dict[bool, tuple[float, list[AgentRecord]]] = {}
 
@@ -367,6 +370,8 @@ class _StatusSink:
             except BaseException as e:
                 self._failed(str(e) or type(e).__name__)
                 raise
+            self.master.stats.count("agentinfo_syncs")
+            self.master.stats.count("agentinfo_statuses_received", counts["written"] + counts["same"])
             status = self.status
             status.running, status.date_end = False, self.master.clock.seconds()
             status.total = len(self.inbox.statuses)
@@ -384,5 +389,6 @@ class _StatusSink:
         self._failed(reason)
 
     def _failed(self, reason: str) -> None:
+        self.master.stats.count("errors")
         self.status.running = False
         self.status.last_error = reason

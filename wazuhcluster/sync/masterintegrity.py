@@ -35,6 +35,7 @@ from ..home import WazuhHome
 from ..internal_options import InternalOptions
 from ..protocol.mastercommands import IntegrityChanged
 from ..protocol.stream import SinkFactory, chunksOf
+from ..stats import NodeStats
 from .bundle import BundleWriter
 from .compare import Comparison, compare
 from .manifest import FileEntry, ManifestDecoder
@@ -80,6 +81,8 @@ class MasterIntegrity(Service):
         self.scanner = IntegrityScanner(home.root, table)
         self.current: ScanResult | None = None
         self.statuses: dict[str, IntegrityStatus] = {}
+        #: The node's counters (the builder hands over the node's own).
+        self.stats = NodeStats()
         #: Called when a scan finds client.keys changed (and after the first scan).
         self.onClientKeysChanged: Callable[[], object] | None = None
         self._scanning: list[Deferred] | None = None
@@ -268,6 +271,7 @@ class MasterIntegrity(Service):
         }
         if comparison.inSync:
             status.running, status.date_end = False, self.clock.seconds()
+            self.stats.count("integrity_syncs")
         else:
             Deferred.fromCoroutine(self._transfer(connection, status, comparison))
         return json.dumps(answer)
@@ -297,6 +301,8 @@ class MasterIntegrity(Service):
                 finally:
                     pieces.close()
                 result = jsonObject(answer)
+                self.stats.count("integrity_files_sent", len(writer.sent))
+                self.stats.count("integrity_bytes_sent", writer.bytesOut)
                 for path, reason in writer.failed[:20]:
                     self.log.error("Could not send {path} to worker {name}: {reason}.",
                                    path=path, name=name, reason=reason)
@@ -324,7 +330,9 @@ class MasterIntegrity(Service):
                     timeout=self.options.timeout_receiving_file,
                 )
             status.date_end = self.clock.seconds()
+            self.stats.count("integrity_syncs")
         except Exception as e:
+            self.stats.count("errors")
             status.last_error = str(e) or type(e).__name__
             self.log.warn(
                 "Integrity sync with worker {name} failed: {why}; it is retried next cycle.",
@@ -363,6 +371,10 @@ class MasterIntegrity(Service):
             if result is not None:
                 status.agentgroups_end = self.clock.seconds()
                 status.agentgroups_total = result["written"]
+                self.stats.count("integrity_files_received", result["written"])
+                self.stats.count("integrity_bytes_received", result["bytes"])
+            else:
+                self.stats.count("errors")
 
         return BundleSink(
             Stager(resolve, UnsafePath), self.runInThread, f"worker {connection.nodeName}", finished,

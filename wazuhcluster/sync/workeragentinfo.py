@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from ..agents.agentinfo import AGENT_INFO_FOLDER, parseStatusFileName
 from ..home import WazuhHome
 from ..internal_options import InternalOptions
+from ..stats import NodeStats
 from .bundle import BundleWriter
 from .transfer import jsonObject
 
@@ -57,6 +58,8 @@ class WorkerAgentInfo(Service):
         #: Where the connection to the master comes from (set by the builder).
         self.connectionToMaster: Callable[[], Any] = lambda: None
         self.sending = False
+        #: The node's counters (the builder hands over the node's own).
+        self.stats = NodeStats()
         self._acknowledged: dict[str, Version] = {}
         self._acknowledgedBy: Any = None
         self._loop = LoopingCall(self._cycle)
@@ -126,6 +129,9 @@ class WorkerAgentInfo(Service):
                 )
             )
             sent = set(writer.sent)
+            self.stats.count("agentinfo_syncs")
+            self.stats.count("agentinfo_statuses_sent", len(sent))
+            self.stats.count("agentinfo_bytes_sent", writer.bytesOut)
             for name, _, version in changed:
                 if name in sent:
                     self._acknowledged[name] = version
@@ -139,6 +145,7 @@ class WorkerAgentInfo(Service):
             )
             return len(sent)
         except Exception as e:
+            self.stats.count("errors")
             self.log.warn(
                 "Could not send agent statuses to the master: {why}; retrying in {n} seconds.",
                 why=str(e) or type(e).__name__, n=self.options.sync_agent_info,

@@ -28,6 +28,7 @@ from ..agents.registry import AgentRegistry
 from ..home import WazuhHome
 from ..internal_options import InternalOptions
 from ..protocol.stream import SinkFactory, chunksOf
+from ..stats import NodeStats
 from .bundle import BundleWriter
 from .manifest import encodeManifest
 from .scan import IntegrityScanner
@@ -62,6 +63,8 @@ class WorkerIntegrity(Service):
         #: Whether a sync is under way (not Service.running: that one says started).
         self.syncing = False
         self.lastResult: dict[str, Any] = {}
+        #: The node's counters (the builder hands over the node's own).
+        self.stats = NodeStats()
         self._again = False
         self._bundleDone: Deferred[None] | None = None
         self._bundleExpected: IDelayedCall | None = None
@@ -137,7 +140,9 @@ class WorkerIntegrity(Service):
                     # Group files only this worker has: those of agents the
                     # master does not register go (the others it asks for).
                     self._removeFilesOfUnregisteredAgents()
+            self.stats.count("integrity_syncs")
         except Exception as e:
+            self.stats.count("errors")
             self.log.warn(
                 "Integrity sync failed: {why}; retrying in {n} seconds.",
                 why=str(e) or type(e).__name__,
@@ -176,6 +181,9 @@ class WorkerIntegrity(Service):
 
     def _bundleFinished(self, result: dict[str, Any] | None, error: str | None) -> None:
         self.lastResult = result or {"error": error}
+        if result is not None:
+            self.stats.count("integrity_files_received", result.get("written", 0))
+            self.stats.count("integrity_bytes_received", result.get("bytes", 0))
         if result is not None and (result.get("written") or result.get("deleted")):
             self._removeFilesOfUnregisteredAgents()
         done = self._bundleDone
@@ -250,6 +258,8 @@ class WorkerIntegrity(Service):
                     timeout=self.options.timeout_receiving_file,
                 )
                 self.log.info("Sent {n} agent group files to the master.", n=len(writer.sent))
+                self.stats.count("integrity_files_sent", len(writer.sent))
+                self.stats.count("integrity_bytes_sent", writer.bytesOut)
             except Exception as e:
                 self.log.warn("Could not send agent group files to the master: {why}.", why=e)
             finally:
