@@ -107,17 +107,23 @@ class ApiResource(Resource):
         if len(body) > MAX_BODY:
             return self._fail(request, ApiError(600, f"the body is larger than {MAX_BODY} bytes", status=413), pretty)
         call = Call(method, path, params, query, body)
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
 
         async def handle() -> None:
             try:
                 data = await route.handler(call)
             except ApiError as e:
-                self._finish(request, e.status, e.body(), pretty)
+                status, answer = e.status, e.body()
             except Exception:
                 self.log.failure("The API could not answer {method} {path}", method=method, path=path)
-                self._finish(request, 500, {"error": 1000, "message": "Internal error"}, pretty)
+                status, answer = 500, {"error": 1000, "message": "Internal error"}
             else:
-                self._finish(request, 200, success(data), pretty)
+                status, answer = 200, success(data)
+            if not gone:  # the client may have gone meanwhile
+                request.setResponseCode(status)
+                request.write(render(answer, pretty))
+                request.finish()
 
         Deferred.fromCoroutine(handle())
         return NOT_DONE_YET
@@ -125,10 +131,3 @@ class ApiResource(Resource):
     def _fail(self, request: Request, error: ApiError, pretty: bool) -> bytes:
         request.setResponseCode(error.status)
         return render(error.body(), pretty)
-
-    def _finish(self, request: Request, status: int, body: dict[str, Any], pretty: bool) -> None:
-        if request._disconnected:
-            return
-        request.setResponseCode(status)
-        request.write(render(body, pretty))
-        request.finish()
