@@ -8,6 +8,7 @@ configuration in ``etc/``, the log in ``logs/``, the control socket in
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from attrs import frozen
@@ -77,3 +78,12 @@ class WazuhHome:
             (("var", "run"), 0o770),
         ):
             os.makedirs(self.path(*parts), mode=mode, exist_ok=True)
+
+
+def addHomeArgument(parser: "argparse.ArgumentParser") -> None:
+    """The C{--home} option every command line tool takes."""
+    parser.add_argument(
+        "--home",
+        default=os.environ.get("WAZUH_HOME", "/var/ossec"),
+        help="The node's Wazuh home folder (default: $WAZUH_HOME or /var/ossec).",
+    )

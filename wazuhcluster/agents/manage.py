@@ -19,7 +19,7 @@ from ..config import ConfigError, NoClusterSection, load_cluster_config
 from ..control.blocking import callControl
 from .registration import MASTER_UNREACHABLE
 from ..protocol.agentcommands import RegisterAgent, RegistryRefused, RemoveAgent
-from ..home import WazuhHome
+from ..home import WazuhHome, addHomeArgument
 from .clientkeys import AgentKey
 from .registry import DEFAULT_GROUP, AgentRegistry, RegistryError
 
@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="manage_agents", description="Register, remove and list the agents of a Wazuh manager."
     )
-    p.add_argument("--home", default="/var/ossec", help="the Wazuh home folder (default: /var/ossec)")
+    addHomeArgument(p)
     action = p.add_mutually_exclusive_group(required=True)
     action.add_argument("-a", "--add", metavar="IP", help="register an agent connecting from IP (an address, a network or 'any')")
     action.add_argument("-r", "--remove", metavar="ID", help="remove the agent with this ID")

@@ -20,7 +20,7 @@ import sys
 from getpass import getpass
 from typing import IO, Sequence
 
-from ..home import WazuhHome
+from ..home import WazuhHome, addHomeArgument
 from .users import ApiUsers, ApiUsersError, passwordProblem
 
 
@@ -29,11 +29,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cluster_api_users", description="Manage the users of the Wazuh cluster's REST API."
     )
-    p.add_argument(
-        "--home",
-        default=os.environ.get("WAZUH_HOME", "/var/ossec"),
-        help="The node's Wazuh home folder (default: $WAZUH_HOME or /var/ossec).",
-    )
+    addHomeArgument(p)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, help in (
         ("add", "add a user, asking for its password"),

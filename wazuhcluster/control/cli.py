@@ -21,7 +21,7 @@ from twisted.internet.task import react
 from twisted.plugin import getPlugins
 
 from ..config import ConfigError, load_cluster_config
-from ..home import WazuhHome
+from ..home import WazuhHome, addHomeArgument
 from ..protocol.agentcommands import RegistryRefused
 from ..protocol.nodeinfo import NotConnectedToMaster
 from .action import IControlAction
@@ -39,11 +39,7 @@ def parser(actions: Sequence[IControlAction]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cluster_control", description="Show the state of a Wazuh cluster."
     )
-    parser.add_argument(
-        "--home",
-        default=os.environ.get("WAZUH_HOME", "/var/ossec"),
-        help="The node's Wazuh home folder (default: $WAZUH_HOME or /var/ossec).",
-    )
+    addHomeArgument(parser)
     parser.add_argument(
         "-fn", "--filter-node", nargs="+", metavar="NODE", help="Only these nodes."
     )
