@@ -17,6 +17,7 @@ from typing import Any
 from attrs import frozen
 
 from .. import __version__
+from ..agents.clientkeys import formatID
 from ..agents.registration import Registration
 from ..agents.status import AgentRecord, AgentState
 from ..config import ClusterConfig
@@ -41,6 +42,11 @@ class ApiContext:
 
 def _date(seconds: float) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else None
+
+
+def _agentID(text: str) -> str:
+    """An agent ID as client.keys writes it: C{1} is C{001}."""
+    return formatID(int(text)) if text.isdigit() and text.isascii() else text
 
 
 def routes(context: ApiContext) -> list[Route]:
@@ -156,10 +162,18 @@ def routes(context: ApiContext) -> list[Route]:
 
     async def restartAll(call: Call) -> Any:
         names = [n["name"] for n in await nodes()]
+        restarted, failed = [], {}
         # The master (listed first) last: its restart would cut the calls to the workers.
         for name in names[1:] + names[:1]:
-            await context.calls.call(name, "restart", {})
-        return {"msg": "Restarting cluster", "nodes": names}
+            try:
+                await context.calls.call(name, "restart", {})
+            except ApiError as e:
+                failed[name] = {"error": e.code, "message": e.message}
+            else:
+                restarted.append(name)
+        if not restarted and failed:
+            raise ApiError(1750, "; ".join(f"{n}: {f['message']}" for n, f in failed.items()), status=500)
+        return {"msg": "Restarting cluster", "affected_nodes": restarted, "failed_nodes": failed}
 
     async def agentRecords() -> list[AgentRecord]:
         records: list[AgentRecord] = []
@@ -201,7 +215,7 @@ def routes(context: ApiContext) -> list[Route]:
         return listOf([agentItem(r) for r in records], call.query, AGENT_FIELDS)
 
     async def agentNamed(call: Call) -> Any:
-        agentID = call.params["agent_id"]
+        agentID = _agentID(call.params["agent_id"])
         for record in await agentRecords():
             if record.id == agentID:
                 return agentItem(record)
@@ -209,17 +223,17 @@ def routes(context: ApiContext) -> list[Route]:
 
     async def agentAdd(call: Call) -> Any:
         body = call.json()
-        name, ip = body.get("name"), body.get("ip", "any")
-        if not isinstance(name, str) or not name or not isinstance(ip, str):
-            raise ApiError(605, 'give {"name": NAME, "ip": IP}')
+        name, ip, force = body.get("name"), body.get("ip", "any"), body.get("force", False)
+        if not isinstance(name, str) or not name or not isinstance(ip, str) or not isinstance(force, bool):
+            raise ApiError(605, 'give {"name": NAME, "ip": IP} (and "force": true to replace an agent)')
         try:
-            answer = await context.registration.register(name, ip, "default", False)
+            answer = await context.registration.register(name, ip, "default", force)
         except RegistryRefused as e:
-            raise ApiError(1702, str(e)) from None
+            raise ApiError(1702, str(e).replace("--force", '"force": true')) from None
         return {"id": answer["agent_id"], "key": answer["key"]}
 
     async def agentDelete(call: Call) -> Any:
-        agentID = call.params["agent_id"]
+        agentID = _agentID(call.params["agent_id"])
         if agentID == "000":
             raise ApiError(1703, "the manager (000) cannot be removed")
         if not any(r.id == agentID for r in await agentRecords()):

@@ -25,6 +25,7 @@ MESSAGES = {
     703: "The XML file is not valid",
     704: "Only files under etc/rules, etc/decoders and etc/lists can be read, written or deleted",
     705: "The CDB list is not valid",
+    1000: "Internal error",
     1005: "The file does not exist",
     1905: "File could not be updated, it already exists; use overwrite=true to replace it",
     1403: "Not a valid sort field",

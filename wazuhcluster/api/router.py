@@ -117,7 +117,7 @@ class ApiResource(Resource):
                 status, answer = e.status, e.body()
             except Exception:
                 self.log.failure("The API could not answer {method} {path}", method=method, path=path)
-                status, answer = 500, {"error": 1000, "message": "Internal error"}
+                status, answer = 500, ApiError(1000, status=500).body()
             else:
                 status, answer = 200, success(data)
             if not gone:  # the client may have gone meanwhile

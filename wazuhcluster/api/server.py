@@ -18,6 +18,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
 from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
 from twisted.web.resource import IResource
 from twisted.web.server import Site
@@ -83,6 +84,26 @@ def apiService(
         endpoint = TCP6ServerEndpoint(reactor, settings.port, interface=settings.host)
     else:
         endpoint = TCP4ServerEndpoint(reactor, settings.port, interface=settings.host)
-    service = StreamServerEndpointService(endpoint, site)
+    scheme = "https" if settings.https else "http"
+    service = _ApiService(endpoint, site, f"{scheme}://{settings.host}:{settings.port}")
     service._raiseSynchronously = True
     return service
+
+
+class _ApiService(StreamServerEndpointService):
+    """The API's listening port, which says where it listens once it does."""
+
+    log = Logger()
+    logTag = "[API]"
+
+    def __init__(self, endpoint: Any, factory: Any, where: str) -> None:
+        super().__init__(endpoint, factory)
+        self.where = where
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port: Any) -> Any:
+        self.log.info("API listening on {where}.", where=self.where)
+        return port
