@@ -36,6 +36,7 @@ def writeFileAtomically(
             if durable:
                 os.fsync(f.fileno())
         os.chmod(temporary, mode)
+        _keepOwner(path, temporary)
         if mtimeNs is not None:
             os.utime(temporary, ns=(mtimeNs, mtimeNs))
         os.replace(temporary, path)
@@ -45,3 +46,18 @@ def writeFileAtomically(
         except FileNotFoundError:
             pass
         raise
+
+
+def _keepOwner(path: str, temporary: str) -> None:
+    """
+    Give the new file the owner and group of the one it replaces: a tool run
+    as root (manage_agents) must not leave root's files where the daemon,
+    running as another user, has to read them.
+    """
+    if os.geteuid() != 0:
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    os.chown(temporary, st.st_uid, st.st_gid)

@@ -203,12 +203,13 @@ class Fleet(Service):
         return name is not None and self._workers.get(name) is connection
 
     async def agentsPage(
-        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False,
+        listing: str = "",
     ) -> dict[str, Any]:
         """A page of the agents (L{ListAgents})."""
         if self.agents is None:
-            return {"agents": [], "total": 0}
-        return await self.agents.agentsPage(offset, limit, statuses, nodes, details)
+            return {"agents": [], "total": 0, "listing": ""}
+        return await self.agents.agentsPage(offset, limit, statuses, nodes, details, listing)
 
 
 class FleetView:
@@ -224,6 +225,7 @@ class FleetView:
         return self.fleet.settings.clusterName, await self.fleet.health()
 
     async def agentsPage(
-        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False,
+        listing: str = "",
     ) -> dict[str, Any]:
-        return await self.fleet.agentsPage(offset, limit, statuses, nodes, details)
+        return await self.fleet.agentsPage(offset, limit, statuses, nodes, details, listing)

@@ -110,13 +110,43 @@ class _JoinGateFactory:
 
 @implementer(IStreamClientEndpoint)
 class _JoinGateEndpoint:
+    """
+    Also says why a connection attempt failed (refused, unreachable, no
+    such host): the most common mistake of a new deployment must not be
+    silent.  The same reason again is logged at debug level only, until the
+    worker connects or the reason changes.
+    """
+
+    log = Logger()
+
     def __init__(self, endpoint: IStreamClientEndpoint, ours: MasterConnectionFactory) -> None:
         self.endpoint = endpoint
         self.ours = ours
+        self.lastFailure: str | None = None
+
+    @property
+    def logTag(self) -> str:
+        return f"[Worker {self.ours.settings.nodeName}] [Main]"
 
     def connect(self, factory: IProtocolFactory) -> Deferred:
         connecting = self.endpoint.connect(_JoinGateFactory(factory, self.ours))
-        return connecting.addCallback(lambda gate: gate.proxy)
+
+        def connected(gate: _JoinGate) -> IProtocol:
+            self.lastFailure = None
+            return gate.proxy
+
+        def failed(failure: Failure) -> Failure:
+            why = failure.getErrorMessage()
+            settings = self.ours.settings
+            level = self.log.debug if why == self.lastFailure else self.log.error
+            level(
+                "Could not connect to master {address}:{port}: {why}. Retrying.",
+                address=settings.masterAddress, port=settings.masterPort, why=why,
+            )
+            self.lastFailure = why
+            return failure
+
+        return connecting.addCallbacks(connected, failed)
 
 
 class MasterLink(MultiService, AsksAboutNodes):
@@ -241,11 +271,13 @@ class MasterLink(MultiService, AsksAboutNodes):
         return d.addCallbacks(answered, failed)
 
     async def agentsPage(
-        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False,
+        listing: str = "",
     ) -> dict[str, Any]:
         """A page of the agents, as the master lists them."""
         return await self.answeringPeer().callRemote(
-            ListAgents, offset=offset, limit=limit, statuses=list(statuses), nodes=list(nodes), details=details
+            ListAgents, offset=offset, limit=limit, statuses=list(statuses), nodes=list(nodes),
+            details=details, listing=listing,
         )
 
     def answeringPeer(self) -> MasterConnection:

@@ -9,6 +9,7 @@ wires the parts into a service tree; tests pass their own reactor or clock.
 
 from __future__ import annotations
 
+from typing import Any
 
 from attrs import frozen
 from twisted.application.internet import StreamServerEndpointService
@@ -115,6 +116,11 @@ class NodeService(MultiService):
             home=self.setup.home.root,
         )
         super().startService()
+
+    def stopService(self) -> Any:
+        config = self.setup.config
+        self.log.info("Stopping {type} node {name}.", type=config.node_type, name=config.node_name)
+        return super().stopService()
 
 
 def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) -> NodeService:

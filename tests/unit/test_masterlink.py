@@ -208,3 +208,40 @@ class FleetWatchTests(SynchronousTestCase):
         self.assertNotIn("node02", master.fleet.workers)
         self.assertTrue(connection.serverTLS.transport.disconnecting)
         self.assertTrue(logs.has("No keep-alive from worker node02", LogLevel.warn))
+
+
+class _RefusingEndpoint:
+    """A client endpoint whose every attempt is refused, as by a closed port."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def connect(self, factory):
+        from twisted.internet.defer import fail
+        from twisted.internet.error import ConnectionRefusedError
+
+        self.attempts += 1
+        return fail(ConnectionRefusedError("Connection refused"))
+
+
+class UnreachableMasterTests(SynchronousTestCase):
+    def test_refusedAttemptsAreLoggedOnce(self) -> None:
+        """
+        A master that refuses connections is named in the log with the
+        reason, once (then at debug level), while the worker keeps retrying.
+        """
+        clock = Clock()
+        logs = LogCapture(self)
+        endpoint = _RefusingEndpoint()
+        workerSettings = settings("node02")
+        link = MasterLink(workerSettings, endpoint, clock, jitter=lambda: 0.0)
+        link.startService()
+        self.addCleanup(link.stopService)
+        for _ in range(20):
+            clock.advance(1)
+        self.assertGreater(endpoint.attempts, 3)
+        errors = [line for line in logs.lines(LogLevel.error) if "Could not connect to master" in line]
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn(f"{workerSettings.masterAddress}:", errors[0])
+        self.assertIn("Connection refused", errors[0])
+        self.assertGreater(len([line for line in logs.lines() if "Could not connect to master" in line]), 3)

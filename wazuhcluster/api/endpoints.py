@@ -18,7 +18,7 @@ from attrs import frozen
 
 from .. import __version__
 from ..agents.clientkeys import formatID
-from ..agents.registration import Registration
+from ..agents.registration import MASTER_UNREACHABLE, Registration
 from ..agents.status import AgentRecord, AgentState
 from ..config import ClusterConfig
 from ..control.server import ClusterView
@@ -177,9 +177,11 @@ def routes(context: ApiContext) -> list[Route]:
 
     async def agentRecords() -> list[AgentRecord]:
         records: list[AgentRecord] = []
+        listing = ""
         try:
             while True:
-                page = await view.agentsPage(len(records), ListAgents.pageSize, [], [], True)
+                page = await view.agentsPage(len(records), ListAgents.pageSize, [], [], True, listing)
+                listing = page["listing"]
                 records.extend(AgentRecord(**item) for item in page["agents"])
                 if not page["agents"] or len(records) >= page["total"]:
                     return records
@@ -229,6 +231,8 @@ def routes(context: ApiContext) -> list[Route]:
         try:
             answer = await context.registration.register(name, ip, "default", force)
         except RegistryRefused as e:
+            if str(e) == MASTER_UNREACHABLE:
+                raise ApiError(3023, status=503) from None
             raise ApiError(1702, str(e).replace("--force", '"force": true')) from None
         return {"id": answer["agent_id"], "key": answer["key"]}
 
@@ -241,6 +245,8 @@ def routes(context: ApiContext) -> list[Route]:
         try:
             answer = await context.registration.remove(agentID)
         except RegistryRefused as e:
+            if str(e) == MASTER_UNREACHABLE:
+                raise ApiError(3023, status=503) from None
             raise ApiError(1703, str(e)) from None
         return {"msg": "All selected agents were removed", "affected_agents": [answer["agent_id"]]}
 

@@ -32,11 +32,13 @@ class ControlClient(AsksAboutNodes):
     async def agents(self, statuses: Sequence[str] = (), nodes: Sequence[str] = ()) -> list[AgentRecord]:
         """The agents the master lists, page by page; only those matching the filters given."""
         items: list[dict] = []
+        listing = ""
         while True:
             page = await self.protocol.callRemote(
                 ListAgents, offset=len(items), limit=ListAgents.pageSize,
-                statuses=list(statuses), nodes=list(nodes),
+                statuses=list(statuses), nodes=list(nodes), listing=listing,
             )
+            listing = page["listing"]
             items.extend(page["agents"])
             if not page["agents"] or len(items) >= page["total"]:
                 break

@@ -38,7 +38,8 @@ class ClusterView(Protocol):
     async def health(self) -> tuple[str, list[NodeHealth]]: ...
 
     async def agentsPage(
-        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False,
+        listing: str = "",
     ) -> dict[str, Any]: ...
 
 
@@ -70,9 +71,12 @@ class ControlProtocol(RegistrationResponders, amp.AMP):
 
     @ListAgents.responder
     def listAgents(
-        self, offset: int, limit: int, statuses: list[str], nodes: list[str], details: bool = False
+        self, offset: int, limit: int, statuses: list[str], nodes: list[str], details: bool = False,
+        listing: str | None = None,
     ) -> Deferred[dict[str, Any]]:
-        return Deferred.fromCoroutine(self.view.agentsPage(offset, limit, statuses, nodes, bool(details)))
+        return Deferred.fromCoroutine(
+            self.view.agentsPage(offset, limit, statuses, nodes, bool(details), listing or "")
+        )
 
 
 def controlSocketService(

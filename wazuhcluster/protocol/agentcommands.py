@@ -67,9 +67,13 @@ class ListAgents(amp.Command):
     """
     A page of the registered agents (the manager, 000, first, then by ID),
     with their status and node; only those with one of C{statuses} and on
-    one of C{nodes} when these are not empty.  Offset 0 takes a fresh
-    listing; later pages come from the same listing.  C{details} adds each
+    one of C{nodes} when these are not empty.  C{details} adds each
     agent's version, group and registration date.
+
+    A page without C{listing} takes a fresh listing and answers with its
+    name in C{listing}; passing that name back gets the later pages from the
+    same listing (kept a minute), so that an agent list read page by page is
+    consistent whatever else happens meanwhile.
     """
 
     pageSize = AGENT_PAGE_SIZE
@@ -80,6 +84,7 @@ class ListAgents(amp.Command):
         (b"statuses", amp.ListOf(amp.Unicode())),
         (b"nodes", amp.ListOf(amp.Unicode())),
         (b"details", amp.Boolean(optional=True)),
+        (b"listing", amp.Unicode(optional=True)),
     ]
-    response = [(b"agents", AGENT_LIST), (b"total", amp.Integer())]
+    response = [(b"agents", AGENT_LIST), (b"total", amp.Integer()), (b"listing", amp.Unicode())]
     errors = {NotConnectedToMaster: b"NOT_CONNECTED_TO_MASTER", RegistryRefused: b"REGISTRY_REFUSED"}

@@ -25,6 +25,8 @@ class LinkSettings:
     root: bytes
     tls: TLSMaterial
     options: InternalOptions
+    #: The master's port (for log lines; 0 when unknown).
+    masterPort: int = 0
 
     @classmethod
     def fromConfig(
@@ -39,6 +41,7 @@ class LinkSettings:
             root=rootKey(config.key),
             tls=tls,
             options=options,
+            masterPort=config.port,
         )
 
     @property

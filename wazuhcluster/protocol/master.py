@@ -234,11 +234,14 @@ class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamRespond
 
     @ListAgents.responder
     def listAgents(
-        self, offset: int, limit: int, statuses: list[str], nodes: list[str], details: bool = False
+        self, offset: int, limit: int, statuses: list[str], nodes: list[str], details: bool = False,
+        listing: str | None = None,
     ) -> Deferred[dict[str, Any]]:
         if not self.joined:
             raise RegistryRefused("only a worker that has joined may ask for the agents")
-        return Deferred.fromCoroutine(self.fleet.agentsPage(offset, limit, statuses, nodes, bool(details)))
+        return Deferred.fromCoroutine(
+            self.fleet.agentsPage(offset, limit, statuses, nodes, bool(details), listing or "")
+        )
 
     def ping(self, timeout: float) -> Deferred:
         """Fires with C{True} if the worker answers within C{timeout}, else C{False}."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from fractions import Fraction
 from typing import Any, Callable, Sequence
 
@@ -61,6 +62,9 @@ AGENT_INFO_LIMITS = Limits(
 
 #: Most bytes of text in one page of agents (a sealed message holds 64 KiB).
 PAGE_BYTES = 40_000
+
+#: Listings kept at once for clients reading page by page.
+MAX_NAMED_LISTINGS = 4
 
 #: How long later pages of an agent listing reuse the listing of its first page.
 LISTING_REUSE_SECONDS = 60.0
@@ -189,7 +193,9 @@ class MasterAgentInfo(Service):
         #: The node's counters (the builder hands over the node's own).
         self.stats = NodeStats()
         #: The last listing without and with details, and when it was made.
-        self._listings: dict[bool, tuple[float, list[AgentRecord]]] = {}
+        self._recent: dict[bool, tuple[float, list[AgentRecord]]] = {}
+        #: Listings read page by page, by name, and when each was made.
+        self._named: dict[str, tuple[float, list[AgentRecord]]] = {}
 
     def startService(self) -> None:
         super().startService()
@@ -301,25 +307,44 @@ class MasterAgentInfo(Service):
         """
         now = self.clock.seconds()
         for kind in ((True, False) if not details else (True,)):
-            cached = self._listings.get(kind)
+            cached = self._recent.get(kind)
             if cached is not None and maxAge > 0 and now - cached[0] <= maxAge:
                 return cached[1]
         records = await self.runInThread(
             listAgents, self.home.root, self.nodes, self.masterName, now,
             self.options.agent_disconnection_time, details,
         )
-        self._listings[details] = (now, records)
+        self._recent[details] = (now, records)
         return records
 
+    async def _namedListing(self, name: str, details: bool) -> tuple[str, list[AgentRecord]]:
+        """The listing called C{name}, while it is kept; else a fresh one, with its new name."""
+        now = self.clock.seconds()
+        for old in [n for n, (made, _) in self._named.items() if now - made > LISTING_REUSE_SECONDS]:
+            del self._named[old]
+        if name in self._named:
+            return name, self._named[name][1]
+        records = await self.listing(0.0, details)
+        name = secrets.token_hex(8)
+        self._named[name] = (now, records)
+        while len(self._named) > MAX_NAMED_LISTINGS:
+            del self._named[next(iter(self._named))]
+        return name, records
+
     async def agentsPage(
-        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False,
+        listing: str = "",
     ) -> dict[str, Any]:
-        """A page of L{ListAgents}: at most its page size, and at most L{PAGE_BYTES} of text."""
+        """
+        A page of L{ListAgents}: at most its page size, and at most
+        L{PAGE_BYTES} of text, from the listing named C{listing} (or a
+        fresh one).
+        """
         try:
             wanted = {AgentState.parse(s).value for s in statuses}
         except ValueError as e:
             raise RegistryRefused(str(e)) from None
-        records = await self.listing(0.0 if offset <= 0 else LISTING_REUSE_SECONDS, details)
+        name, records = await self._namedListing(listing, details)
         chosen = [
             r for r in records
             if (not wanted or r.status in wanted) and (not nodes or r.node in nodes)
@@ -332,7 +357,10 @@ class MasterAgentInfo(Service):
             if page and size > PAGE_BYTES:
                 break
             page.append(box)
-        return {"agents": page, "total": len(chosen)}
+        if offset <= 0 and len(page) == len(chosen):
+            self._named.pop(name, None)  # one page: nothing to keep for later pages
+            name = ""
+        return {"agents": page, "total": len(chosen), "listing": name}
 
     async def activeAgents(self) -> dict[str, int]:
         """How many agents are active on each node, from a listing at most a few seconds old."""
