@@ -12,6 +12,9 @@ master shows them, then runs until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
+import urllib.request
 import os
 import secrets
 import shutil
@@ -22,6 +25,8 @@ import sys
 import time
 
 from wazuhcluster.agents.agentinfo import writeAgentInfo
+from wazuhcluster.api.users import ApiUsers, usersPath
+from wazuhcluster.home import WazuhHome
 from wazuhcluster.nodehome import writeNodeHome
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,6 +82,8 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     key = secrets.token_hex(16)
     port = freePort(args.port)
+    apiPort = freePort(55000)
+    apiPassword = secrets.token_urlsafe(12)
     nodes = [("master", "master-node", "master")] + [
         (f"worker{n}", f"worker-node{n}", "worker") for n in range(1, args.workers + 1)
     ]
@@ -87,9 +94,11 @@ def main() -> None:
             writeNodeHome(
                 home, name, nodeType, key, port,
                 options={"keep_alive": 5, "sync_integrity": 3, "sync_agent_info": 2},
+                apiPort=apiPort if nodeType == "master" else None,
             )
             if nodeType == "master":
                 shutil.copytree(os.path.join(ROOT, "sample", "etc"), os.path.join(home, "etc"), dirs_exist_ok=True)
+                ApiUsers(usersPath(WazuhHome(home))).add("wazuh", apiPassword)
             processes.append(subprocess.Popen(
                 [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                  "-n", "wazuhcluster", "--config", os.path.join(home, "etc", "ossec.conf")],
@@ -129,6 +138,9 @@ def main() -> None:
             + ("have reached every worker." if synced else "have NOT reached every worker in 30 s: see the logs.")
         )
         showAgents(master, workers)
+        url = f"http://127.0.0.1:{apiPort}/cluster/healthcheck"
+        print(f"The master's REST API ({apiAnswers(url, 'wazuh', apiPassword)}):")
+        print(f'$ curl -u wazuh:{apiPassword} "{url}?pretty"\n')
         print(f"Logs: {args.work}/*/logs/cluster.log")
         if args.exit_after_join:
             return
@@ -182,6 +194,18 @@ def showAgents(master: str, workers: list[str]) -> None:
     print("\nSample agents registered on the master; their statuses written on the workers.")
     print(f"$ cluster_control --home {master} -a")
     print(listing.stdout if listing is not None else "")
+
+
+def apiAnswers(url: str, user: str, password: str) -> str:
+    """Ask the API once, as the printed curl line would: what it said."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            data = json.load(answer)["data"]
+    except (OSError, ValueError, KeyError) as e:
+        return f"NOT answering: {e}"
+    return f"answering: {data['n_connected_nodes']} connected nodes"
 
 
 def _read(path: str) -> bytes | None:

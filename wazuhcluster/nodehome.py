@@ -39,11 +39,14 @@ def writeNodeHome(
     master: str = "127.0.0.1",
     bindAddress: str = "127.0.0.1",
     options: Mapping[str, float | int] | None = None,
+    apiPort: int | None = None,
 ) -> WazuhHome:
     """
     Create C{home}/etc with the node's C{ossec.conf} and, given C{options}
     (internal option names without the C{cluster.} prefix), its
-    C{local_internal_options.conf}.
+    C{local_internal_options.conf}; and its C{api/configuration/api.yaml}:
+    the API on C{apiPort} of 127.0.0.1, or off without one (a demo or a
+    benchmark must not take a real manager's port 55000).
     """
     wazuhHome = WazuhHome(os.path.abspath(home))
     os.makedirs(wazuhHome.path("etc"), exist_ok=True)
@@ -57,4 +60,7 @@ def writeNodeHome(
     if options:
         with open(wazuhHome.internalOptions, "w") as f:
             f.writelines(f"cluster.{name}={value}\n" for name, value in options.items())
+    os.makedirs(wazuhHome.path("api", "configuration"), exist_ok=True)
+    with open(wazuhHome.path("api", "configuration", "api.yaml"), "w") as f:
+        f.write(f"enabled: yes\nport: {apiPort}\n" if apiPort else "enabled: no\n")
     return wazuhHome

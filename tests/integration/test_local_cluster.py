@@ -31,3 +31,6 @@ def test_demo_cluster(tmp_path: Path) -> None:
     assert rows["003"][-2:] == ["Disconnected", "worker-node1"], out
     assert rows["004"][-3:] == ["Never", "connected", "unknown"], out
     assert "Listing 5 agent(s)." in out
+    # It asked the master's REST API as the curl line it prints does.
+    assert "The master's REST API (answering: 3 connected nodes):" in out, out
+    assert '$ curl -u wazuh:' in out and '/cluster/healthcheck?pretty"' in out

@@ -237,6 +237,22 @@ class AgentInfoTests(SynchronousTestCase):
         self.assertEqual(self.send("node02"), 1)
         self.assertEqual(os.stat(self.masterHome.path("queue/agent-info/db-any")).st_mtime, NOW - 5)
 
+    def test_sameTextOnlyMovesTheTime(self) -> None:
+        """A keep-alive that repeats the last one moves the copy's time; its file stays."""
+        home2, _ = self.worker("node02")
+        writeAgentInfo(home2.root, "web", "10.0.0.5", when=NOW - 10)
+        self.send("node02")
+        copy = self.masterHome.path("queue/agent-info/web-10.0.0.5")
+        inode = os.stat(copy).st_ino
+        writeAgentInfo(home2.root, "web", "10.0.0.5", when=NOW - 5)
+        self.assertEqual(self.send("node02"), 1)
+        self.assertEqual((os.stat(copy).st_ino, os.stat(copy).st_mtime), (inode, NOW - 5))
+        writeAgentInfo(home2.root, "web", "10.0.0.5", when=NOW - 1, version="4.9.1")
+        self.send("node02")
+        with open(copy, "rb") as f:
+            self.assertIn(b"Wazuh v4.9.1", f.read())
+        self.assertEqual(os.stat(copy).st_mtime, NOW - 1)
+
     def test_everythingSentAgainOnANewConnection(self) -> None:
         home2, _ = self.worker("node02")
         writeAgentInfo(home2.root, "web", "10.0.0.5", when=NOW - 10)

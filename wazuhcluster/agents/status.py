@@ -27,14 +27,14 @@ import os
 import socket
 import threading
 import time
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 from attrs import evolve, frozen
 from twisted.logger import Logger
 
 from ..files import writeFileAtomically
 from .agentinfo import AGENT_INFO_FOLDER, statusFileName, versionIn
-from .clientkeys import MANAGER_ID, readClientKeys
+from .clientkeys import MANAGER_ID, AgentKey, readClientKeys
 
 #: Seconds between saves of L{ReportingNodes} when only times changed.
 SAVE_STALE_EVERY = 60.0
@@ -179,14 +179,19 @@ def listAgents(
     now: float,
     disconnectionTime: float,
     withDetails: bool = False,
+    registered: Callable[[], Sequence[AgentKey]] | None = None,
 ) -> list[AgentRecord]:
     """
     Every registered agent, the manager (000) first, with its status and
     node (blocking: reads client.keys and stats every status file).
     C{withDetails} also reads each agent's version, group and registration
-    date (one more file read per agent).
+    date (one more file read per agent).  C{registered} gives the agents
+    of client.keys when the caller keeps them parsed.
     """
-    keys = readClientKeys(os.path.join(home, "etc", "client.keys"))
+    if registered is None:
+        agents: Sequence[AgentKey] = readClientKeys(os.path.join(home, "etc", "client.keys")).agents
+    else:
+        agents = registered()
     folder = os.path.join(home, AGENT_INFO_FOLDER)
     stats: dict[str, os.stat_result] = {}
     try:
@@ -202,7 +207,7 @@ def listAgents(
     records = [
         AgentRecord(MANAGER_ID, socket.gethostname(), "127.0.0.1", AgentState.ACTIVE.value, masterName, now, "")
     ]
-    for agent in keys.agents:
+    for agent in agents:
         if agent.id == MANAGER_ID:
             continue
         fileName = statusFileName(agent.name, agent.ip)
