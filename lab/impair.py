@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from collections import deque
 from typing import Any
 
 from twisted.internet import protocol, reactor
@@ -26,35 +27,42 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, c
 
 
 class _Side(protocol.Protocol):
-    """One end of a relayed connection; what it receives goes to C{peer} late."""
+    """
+    One end of a relayed connection; what it receives goes to C{peer} late,
+    in order: each timer releases the oldest chunk waiting, never the one it
+    was set for (timers due at the same time fire in no promised order).
+    """
 
     def __init__(self, relay: "_Relay") -> None:
         self.relay = relay
         self.peer: _Side | None = None
-        self.pending: list[bytes] = []
+        self.waiting: deque[bytes | None] = deque()
+        self.early: list[bytes] = []
         self.releaseAt = 0.0
-        self.closing = False
+
+    def _later(self, item: bytes | None, extra: float) -> None:
+        now = reactor.seconds()
+        self.releaseAt = max(self.releaseAt, now + self.relay.delay + extra)
+        self.waiting.append(item)
+        reactor.callLater(self.releaseAt - now, self._releaseOldest)
 
     def dataReceived(self, data: bytes) -> None:
-        now = reactor.seconds()
-        delay = self.relay.delay + (self.relay.stall if random.random() < self.relay.loss else 0.0)
-        self.releaseAt = max(self.releaseAt, now + delay)
-        reactor.callLater(self.releaseAt - now, self._release, data)
-
-    def _release(self, data: bytes) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.write(data)
-        elif self.peer is None:
-            self.pending.append(data)
+        self._later(data, self.relay.stall if random.random() < self.relay.loss else 0.0)
 
     def connectionLost(self, reason: Any = None) -> None:
         # The close travels late too, after the data before it.
-        now = reactor.seconds()
-        reactor.callLater(max(0.0, self.releaseAt - now), self._closePeer)
+        self._later(None, 0.0)
 
-    def _closePeer(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.loseConnection()
+    def _releaseOldest(self) -> None:
+        item = self.waiting.popleft()
+        peer = self.peer
+        if item is None:
+            if peer is not None and peer.transport is not None:
+                peer.transport.loseConnection()
+        elif peer is None:
+            self.early.append(item)
+        elif peer.transport is not None:
+            peer.transport.write(item)
 
 
 class _Relay(protocol.Factory):
@@ -69,9 +77,9 @@ class _Relay(protocol.Factory):
 
         def connected(outbound: _Side) -> None:
             inbound.peer, outbound.peer = outbound, inbound
-            for data in inbound.pending:
+            for data in inbound.early:
                 outbound.transport.write(data)
-            inbound.pending.clear()
+            inbound.early.clear()
 
         def failed(_: Any) -> None:
             if inbound.transport is not None:

@@ -469,7 +469,7 @@ def _disabled_config(options: _Options) -> ClusterConfig:
         node_name=options.value("node_name") or "node01",
         key=options.value("key") or "",
         node_type=(options.value("node_type") or "master").lower(),
-        port=int(port) if port and port.isdigit() else DEFAULT_PORT,
+        port=int(port) if port and port.isascii() and port.isdigit() and len(port) <= 5 else DEFAULT_PORT,
         bind_addr=options.value("bind_addr") or DEFAULT_BIND_ADDR,
         nodes=tuple(
             node.text
@@ -608,7 +608,7 @@ def _port(options: _Options) -> int:
     if value is None:
         return DEFAULT_PORT
     low, high = _PORT_RANGE
-    if value.isascii() and value.isdigit() and low <= int(value) <= high:
+    if value.isascii() and value.isdigit() and len(value) <= 5 and low <= int(value) <= high:
         return int(value)
     raise options.error(
         "port",

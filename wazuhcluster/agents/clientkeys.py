@@ -29,7 +29,13 @@ MAX_NAME_LENGTH = 128
 #: Longest group name Wazuh accepts.
 MAX_GROUP_LENGTH = 255
 
-_ID = re.compile(r"[0-9]{3,}\Z")
+#: An agent ID: three digits or more (and no more than nine: Wazuh's are far
+#: shorter, and a number of thousands of digits cannot even be converted).
+_ID = re.compile(r"[0-9]{3,9}\Z")
+_RAW_ID = re.compile(rb"\s*([0-9]{3,9})\s")
+#: The only characters of an address or a network: no scope ID (C{%eth0}),
+#: which may hold anything, spaces and newlines included.
+_ADDRESS_CHARACTERS = re.compile(r"[0-9A-Fa-f:./]+\Z")
 _NAME = re.compile(r"[A-Za-z0-9._-]+\Z")
 _KEY = re.compile(r"[0-9a-fA-F]{64}\Z")
 
@@ -68,6 +74,11 @@ def ipProblem(ip: str) -> str | None:
     """Why C{ip} cannot be an agent address, or C{None} when it can."""
     if ip == "any":
         return None
+    if not _ADDRESS_CHARACTERS.match(ip):
+        return (
+            f"the agent address {ip!r} is not an IP address, a network such as "
+            f"10.0.0.0/8, or 'any' (an IPv6 scope such as %eth0 is not allowed)"
+        )
     try:
         if "/" in ip:
             ipaddress.ip_network(ip, strict=False)
@@ -113,6 +124,13 @@ class AgentKey:
     name: str
     ip: str
     key: str
+
+    def __attrs_post_init__(self) -> None:
+        # A field with a space or a line break would write other agents'
+        # lines into client.keys: refused whatever checked it before.
+        for field in (self.id, self.name, self.ip, self.key):
+            if not field or not field.isprintable() or any(c.isspace() for c in field):
+                raise ValueError(f"an agent field may not be empty or hold spaces or line breaks: {field!r}")
 
     def line(self, removed: bool = False) -> bytes:
         """The agent's client.keys line, marked with C{!} when C{removed}."""
@@ -160,7 +178,12 @@ def _parseLine(number: int, raw: bytes, seen: dict[str, int]) -> KeysLine:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return KeysLine(number, raw, LineKind.MALFORMED, problem="it is not UTF-8 text")
+        # Its ID still counts as used, so that nextID() never gives it again.
+        found = _RAW_ID.match(raw)
+        return KeysLine(
+            number, raw, LineKind.MALFORMED, problem="it is not UTF-8 text",
+            seenID=int(found.group(1)) if found else None,
+        )
     stripped = text.strip()
     if not stripped:
         return KeysLine(number, raw, LineKind.BLANK)
@@ -176,7 +199,7 @@ def _parseLine(number: int, raw: bytes, seen: dict[str, int]) -> KeysLine:
         return malformed(f"it has {len(fields)} fields instead of 4 (ID NAME IP KEY)")
     agentID, name, ip, key = fields
     if seenID is None:
-        return malformed(f"the ID {agentID!r} is not a number of three digits or more")
+        return malformed(f"the ID {agentID[:20]!r} is not a number of three to nine digits")
     if agentID == MANAGER_ID:
         return malformed(f"the ID {MANAGER_ID} is reserved for the manager")
     removed = name.startswith("!")

@@ -98,6 +98,12 @@ class AgentRegistry:
         """
         if not os.path.exists(self.keysPath):
             return [], []
+        # Under the registry's lock: a registration writes the group file
+        # before client.keys, and must not see it removed in between.
+        with self._locked():
+            return self._removeFilesOfUnregistered()
+
+    def _removeFilesOfUnregistered(self) -> tuple[list[str], list[str]]:
         keys = self.read()
         agents = keys.agents
         ids = {agent.id for agent in agents}
@@ -193,7 +199,7 @@ class AgentRegistry:
         and its group and agent-info files.  An ID that is not registered
         is refused with L{RegistryError}.
         """
-        if agentID.isdigit() and agentID.isascii():
+        if agentID.isdigit() and agentID.isascii() and len(agentID) <= 9:
             candidates = (agentID, formatID(int(agentID)))
         else:
             candidates = (agentID,)

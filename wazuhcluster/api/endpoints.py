@@ -46,7 +46,7 @@ def _date(seconds: float) -> str | None:
 
 def _agentID(text: str) -> str:
     """An agent ID as client.keys writes it: C{1} is C{001}."""
-    return formatID(int(text)) if text.isdigit() and text.isascii() else text
+    return formatID(int(text)) if text.isdigit() and text.isascii() and len(text) <= 9 else text
 
 
 def routes(context: ApiContext) -> list[Route]:

@@ -52,6 +52,8 @@ def decodeBox(data: bytes) -> amp.AmpBox:
         offset += 2
         if keyLength == 0:
             break
+        if keyLength > 255:
+            raise ProtocolViolation("sealed box has a key longer than 255 bytes")
         key = data[offset : offset + keyLength]
         offset += keyLength
         if len(key) != keyLength or offset + 2 > end:
@@ -133,6 +135,10 @@ class SealedAMP(amp.AMP):
         if not self._dropped:
             super().dataReceived(data)
 
+    def lengthLimitExceeded(self, length: int) -> None:
+        # AMP closes the connection itself; say who and why.
+        self.dropPeer(f"sent a key or value of {length} bytes, over AMP's limit")
+
     def proto_value(self, string: bytes) -> str:
         # Bound what a peer can make us buffer before a box is complete.
         if self._currentBox is not None and len(self._currentBox) >= MAX_KEYS_PER_BOX:
@@ -148,6 +154,12 @@ class SealedAMP(amp.AMP):
         except (SealingError, ProtocolViolation) as e:
             self.dropPeer(str(e))
             return
+        for key in (amp.ANSWER, amp.ERROR):
+            tag = box.get(key)
+            if tag is not None and tag not in self._outstandingRequests:
+                # AMP itself would raise KeyError out of dataReceived.
+                self.dropPeer("answered a question it was never asked")
+                return
         try:
             super().ampBoxReceived(box)
         except amp.NoEmptyBoxes:

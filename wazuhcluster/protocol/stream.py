@@ -298,21 +298,23 @@ class StreamEndpoint:
                             continue
                         digest.update(piece)
                         size += len(piece)
+                        # The outcome is taken at once: AMP drops the whole
+                        # connection when an error answer finds no errback,
+                        # and a refused chunk must fail this stream only.
                         inFlight.append(
                             self._call(StreamChunk, timeout, stream_id=streamID, seq=seq, data=piece)
+                            .addCallbacks(lambda r: (True, r), lambda f: (False, f))
                         )
                         seq += 1
                         if len(inFlight) >= window:
-                            await inFlight.pop(0)
+                            _settled(await inFlight.pop(0))
                 for pending in inFlight:
-                    await pending
+                    _settled(await pending)
                 inFlight = []
                 answer = await self._call(
                     StreamClose, timeout, stream_id=streamID, chunks=seq, size=size, sha256=digest.digest()
                 )
             except BaseException as e:
-                for pending in inFlight:
-                    pending.addErrback(lambda f: None)
                 self._abortRemote(streamID, _describe(e))
                 raise
             return answer["result"]
@@ -345,6 +347,14 @@ class _Held:
 async def _maybe(value: Any) -> Any:
     if isinstance(value, Deferred) or hasattr(value, "__await__"):
         return await value
+    return value
+
+
+def _settled(outcome: tuple[bool, Any]) -> Any:
+    """The value of a chunk's answer taken as (succeeded, value), or its failure raised."""
+    succeeded, value = outcome
+    if not succeeded:
+        value.raiseException()
     return value
 
 

@@ -192,6 +192,8 @@ class ManifestDecoder:
         number = self._lineNumber
         try:
             item = json.loads(line.decode("utf-8"))
+        except RecursionError:
+            raise ManifestError(f"line {number} of the manifest is nested too deeply") from None
         except ValueError as e:
             reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
             raise ManifestError(f"line {number} of the manifest is not valid JSON ({reason})") from None

@@ -31,7 +31,10 @@ MAX_PATH_LIST_BYTES = 64 * 1024 * 1024
 
 def jsonObject(text: str) -> dict[str, Any]:
     """A JSON object from a peer's answer; ValueError for anything else."""
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("the peer's answer is nested too deeply") from None
     if not isinstance(value, dict):
         raise ValueError("the peer's answer is not a JSON object")
     return value

@@ -136,10 +136,13 @@ class WorkerIntegrity(Service):
                 )
                 if answer.get("transfer"):
                     await self._waitForBundle(connection)
+                    if self.lastResult.get("written") or self.lastResult.get("deleted"):
+                        # client.keys may have changed.
+                        await self._removeFilesOfUnregisteredAgents()
                 elif answer.get("extra_valid"):
                     # Group files only this worker has: those of agents the
                     # master does not register go (the others it asks for).
-                    self._removeFilesOfUnregisteredAgents()
+                    await self._removeFilesOfUnregisteredAgents()
             self.stats.count("integrity_syncs")
         except Exception as e:
             self.stats.count("errors")
@@ -184,8 +187,6 @@ class WorkerIntegrity(Service):
         if result is not None:
             self.stats.count("integrity_files_received", result.get("written", 0))
             self.stats.count("integrity_bytes_received", result.get("bytes", 0))
-        if result is not None and (result.get("written") or result.get("deleted")):
-            self._removeFilesOfUnregisteredAgents()
         done = self._bundleDone
         if done is not None and not done.called:
             if result is None:
@@ -193,10 +194,11 @@ class WorkerIntegrity(Service):
             else:
                 done.callback(None)
 
-    def _removeFilesOfUnregisteredAgents(self) -> None:
+    def _removeFilesOfUnregisteredAgents(self) -> Deferred[None]:
         """
-        client.keys may have changed: remove the group and status files of
-        agents it no longer holds (removed on the master, or added here by hand).
+        Remove the group and status files of agents client.keys does not hold
+        (removed on the master, or added here by hand).  Awaited by the sync,
+        so that it never runs beside the next bundle's commit.
         """
 
         def done(result: tuple[list[str], list[str]]) -> None:
@@ -207,7 +209,7 @@ class WorkerIntegrity(Service):
                     n=len(removed),
                 )
 
-        self.runInThread(AgentRegistry(self.home).removeFilesOfUnregistered).addCallbacks(
+        return self.runInThread(AgentRegistry(self.home).removeFilesOfUnregistered).addCallbacks(
             done, lambda f: self.log.failure("Could not remove the files of removed agents", f)
         )
 
