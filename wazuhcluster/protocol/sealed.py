@@ -154,6 +154,13 @@ class SealedAMP(amp.AMP):
         except (SealingError, ProtocolViolation) as e:
             self.dropPeer(str(e))
             return
+        command = box.get(amp.COMMAND)
+        if command is not None and self.locateResponder(command) is None:
+            # AMP answers UNHANDLED; the log says who tried what.
+            self.log.warn(
+                "{peer} sent an unknown command {command!r}.",
+                peer=self.peerName(), command=command[:64].decode("ascii", "replace"),
+            )
         for key in (amp.ANSWER, amp.ERROR):
             tag = box.get(key)
             if tag is not None and tag not in self._outstandingRequests:

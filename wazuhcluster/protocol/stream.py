@@ -152,14 +152,21 @@ class StreamEndpoint:
     # Receiving.
 
     def opened(self, stream_id: int, kind: str, info: str) -> dict[str, Any]:
+        refusal = None
         if not getattr(self.protocol, "joined", True):
-            raise StreamRefused("streams are taken only once the handshake is complete")
-        if stream_id in self._incoming:
-            raise StreamRefused(f"stream {stream_id} is already open")
-        if len(self._incoming) >= MAX_OPEN_STREAMS:
-            raise StreamRefused(f"too many open streams (at most {MAX_OPEN_STREAMS})")
-        if kind not in self.sinks:
-            raise StreamRefused(f"this node takes no stream of kind {kind!r}")
+            refusal = "streams are taken only once the handshake is complete"
+        elif stream_id in self._incoming:
+            refusal = f"stream {stream_id} is already open"
+        elif len(self._incoming) >= MAX_OPEN_STREAMS:
+            refusal = f"too many open streams (at most {MAX_OPEN_STREAMS})"
+        elif kind not in self.sinks:
+            refusal = f"this node takes no stream of kind {kind[:64]!r}"
+        if refusal is not None:
+            self.log.warn(
+                "Refused a stream from {peer}: {why}.",
+                peer=self.protocol.peerName() if hasattr(self.protocol, "peerName") else "peer", why=refusal,
+            )
+            raise StreamRefused(refusal)
         factory, maxSize = self.sinks[kind]
         incoming = _Incoming(stream_id, kind, factory(info), maxSize)
         self._incoming[stream_id] = incoming

@@ -36,7 +36,7 @@ from ..internal_options import InternalOptions
 from ..protocol.mastercommands import IntegrityChanged
 from ..protocol.stream import SinkFactory, chunksOf
 from ..stats import NodeStats
-from .bundle import BundleWriter
+from .bundle import BundleWriter, Limits
 from .compare import Comparison, compare
 from .manifest import FileEntry, ManifestDecoder
 from .scan import IntegrityScanner, ScanResult
@@ -46,6 +46,10 @@ from .table import SyncTable, UnsafePath
 from .transfer import MAX_BUNDLE_BYTES, MAX_MANIFEST_BYTES, BundleSink, jsonObject, pathLines
 
 RunInThread = Callable[..., Deferred]
+
+#: What a worker's group files may weigh: a group assignment is one line of
+#: group names (a few KiB with many groups), so a bomb stops here.
+EXTRA_VALID_LIMITS = Limits(maxFileSize=64 * 1024, maxTotalBytes=256 * 1024 * 1024, maxPathBytes=512)
 
 #: The registry, as the table names it.
 CLIENT_KEYS = "etc/client.keys"
@@ -377,9 +381,17 @@ class MasterIntegrity(Service):
                 self.stats.count("errors")
 
         return BundleSink(
-            Stager(resolve, UnsafePath), self.runInThread, f"worker {connection.nodeName}", finished,
-            logTag=f"[Worker {connection.nodeName}] [Agent-groups recv]",
+            _NoDeletions(resolve, UnsafePath), self.runInThread, f"worker {connection.nodeName}", finished,
+            logTag=f"[Worker {connection.nodeName}] [Agent-groups recv]", limits=EXTRA_VALID_LIMITS,
         )
+
+
+class _NoDeletions(Stager):
+    """A stager for what a worker sends: files only, never a deletion on the master."""
+
+    def delete(self, relpath: str) -> bool:
+        self.refused.append((repr(relpath[:200]), "a worker cannot delete files on the master"))
+        return False
 
 
 class _ManifestSink:

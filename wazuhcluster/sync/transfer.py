@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from .bundle import BundleReader
+from .bundle import BundleReader, Limits
 from .stager import Stager
 
 #: The most bytes a manifest stream may carry (a million files fit).
@@ -98,13 +98,14 @@ class BundleSink:
         peer: str,
         finished: Callable[[dict[str, Any] | None, str | None], None],
         logTag: str,
+        limits: Limits = Limits(),
     ) -> None:
         """
         @param peer: how the log names the sender.
         @param finished: told the result once committed, or the reason it broke.
         """
         self.stager = stager
-        self.reader = BundleReader(stager)
+        self.reader = BundleReader(stager, limits)
         self.runInThread = runInThread
         self.peer = peer
         self.finished = finished
