@@ -151,6 +151,10 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual((status, body["error"]), (405, 604))
         self.assertIn("GET, POST", body["message"])
 
+    def test_percentEncodedSegmentsAndHead(self) -> None:
+        self.assertEqual(self.request(b"GET", "/hello/node%2002%2Fx")[1]["data"]["who"], "node 02/x")
+        self.assertEqual(self.request(b"HEAD", "/hello/x")[0], 200)
+
     def test_jsonBody(self) -> None:
         self.assertEqual(self.request(b"POST", "/hello/x", b'{"a": 1}'), (200, {"error": 0, "data": {"a": 1}}))
         self.assertEqual(self.request(b"POST", "/hello/x", b"[1]")[1]["error"], 605)

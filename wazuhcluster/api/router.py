@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Awaitable, Callable, Sequence
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -85,7 +85,8 @@ class ApiResource(Resource):
 
     def render(self, request: Request) -> Any:
         path = request.path.decode("utf-8", "replace")
-        segments = [s for s in path.strip("/").split("/") if s] if path.strip("/") else []
+        # Split first, then decode each segment: %2F in a name stays in it.
+        segments = [unquote(s) for s in path.strip("/").split("/") if s] if path.strip("/") else []
         query = {
             k: v for k, v in parse_qsl(
                 request.uri.decode("utf-8", "replace").partition("?")[2], keep_blank_values=True
@@ -93,6 +94,8 @@ class ApiResource(Resource):
         }
         pretty = "pretty" in query
         method = request.method.decode("ascii", "replace")
+        if method == "HEAD":
+            method = "GET"  # twisted.web sends the headers only
         found = [(r, p) for r in self.routes if (p := r.match(segments)) is not None]
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
         if not found:
