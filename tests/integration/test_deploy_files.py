@@ -226,7 +226,7 @@ def test_unit_command_runs_a_node(tmp_path: Path) -> None:
     port = freePort()
     writeNodeHome(str(home), "master", "master", os.urandom(16).hex(), port)
     # The API is on by default on a master, at 55000: not in a test.
-    (home / "api" / "configuration").mkdir(parents=True)
+    (home / "api" / "configuration").mkdir(parents=True, exist_ok=True)
     (home / "api" / "configuration" / "api.yaml").write_text("enabled: no\n")
 
     runtimeFolder = "/run/" + unitSetting("Service", "RuntimeDirectory")

@@ -84,7 +84,7 @@ class AgentRegistry:
             return None
         return self.home.path(AGENT_INFO_FOLDER, fileName)
 
-    def removeFilesOfUnregistered(self) -> tuple[list[str], list[str]]:
+    def removeFilesOfUnregistered(self, lock: bool = True) -> tuple[list[str], list[str]]:
         """
         Remove the group and status files of agents that are not registered
         (removed on the master, or added by hand on a worker).  Returns the
@@ -93,11 +93,16 @@ class AgentRegistry:
         considered; anything else in those folders is left alone.
 
         Nothing is removed when there is no client.keys (a node that never
-        synchronised with its master).  Status files are matched by name:
+        synchronised with its master).  C{lock=False} is for a worker, where
+        nothing registers agents locally (registrations go to the master)
+        and integrity sync, which writes client.keys, awaits the cleanup: no
+        lock file is then created in its etc/.  Status files are matched by name:
         only names of status files (C{NAME-IP}) are considered.
         """
         if not os.path.exists(self.keysPath):
             return [], []
+        if not lock:
+            return self._removeFilesOfUnregistered()
         # Under the registry's lock: a registration writes the group file
         # before client.keys, and must not see it removed in between.
         with self._locked():

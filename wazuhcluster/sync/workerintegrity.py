@@ -209,7 +209,7 @@ class WorkerIntegrity(Service):
                     n=len(removed),
                 )
 
-        return self.runInThread(AgentRegistry(self.home).removeFilesOfUnregistered).addCallbacks(
+        return self.runInThread(AgentRegistry(self.home).removeFilesOfUnregistered, False).addCallbacks(
             done, lambda f: self.log.failure("Could not remove the files of removed agents", f)
         )
 
