@@ -41,20 +41,14 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from lab.trees import AGENT_OPTIONS as OPTIONS
 from wazuhcluster import __version__
 from wazuhcluster.api.localnode import MAX_FILE_SIZE
 from wazuhcluster.api.users import ApiUsers, ScryptCost
 
-from .nodes import FAST_OPTIONS, Cluster, Node, free_port, port_is_bindable, run_twistd, wait_for
+from .nodes import Cluster, Node, free_port, port_is_bindable, run_twistd, wait_for
 
 T = TypeVar("T")
-
-OPTIONS = {
-    **FAST_OPTIONS,
-    "cluster.sync_integrity": 1,
-    "cluster.recalculate_integrity": 1,
-    "cluster.sync_agent_info": 0.5,
-}
 
 #: worker2 syncs only when the master says its files changed (never on its own
 #: during the tests), so that its healthcheck shows "n/a" until then and a file

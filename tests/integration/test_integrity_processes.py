@@ -24,40 +24,30 @@ from pathlib import Path
 
 import pytest
 
-from .nodes import FAST_OPTIONS, Cluster, Node, hostile_master, never, wait_for, wazuh_time
+from lab.trees import INTEGRITY_OPTIONS as OPTIONS
+from lab.trees import (
+    RULESET,
+    client_keys,
+    copy_ruleset,
+    has_files,
+    md5_file,
+    md5_or_none,
+    put,
+    synchronised_paths,
+    temporaries,
+    total_size,
+    wait_synced,
+)
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-
-#: The real Wazuh 4.9 ruleset (rules/, decoders/, lists/), beside the checkout.
-RULESET = REPOSITORY.parent / "shared" / "corpus" / "wazuh-ruleset"
+from .nodes import Cluster, Node, hostile_master, never, wait_for, wazuh_time
 
 needs_ruleset = pytest.mark.skipif(
     not RULESET.is_dir(),
     reason=f"the Wazuh ruleset corpus is not at {RULESET} (../shared/corpus/wazuh-ruleset beside the checkout)",
 )
 
-#: Fast cycles; a stalled transfer gives up after 20 s rather than Wazuh's 120.
-OPTIONS: dict[str, float | int] = {
-    **FAST_OPTIONS,
-    "cluster.sync_integrity": 1,
-    "cluster.recalculate_integrity": 1,
-    "cluster.timeout_receiving_file": 20,
-}
-
-#: The synchronised folders of the table (etc/client.keys comes on top).
-SYNC_FOLDERS = (
-    "etc/shared",
-    "var/multigroups",
-    "etc/rules",
-    "etc/decoders",
-    "etc/lists",
-    "queue/agent-groups",
-)
-
 #: What the daemon itself writes in a home, whatever the synchronisation does.
 DAEMON_FILES = ("logs/", "queue/cluster/", "var/run/", "etc/cluster-node.", "stdout.", "stderr.")
-
-TEMPORARY_NAME = re.compile(r"\.wazuhcluster-[0-9a-f]+\.tmp\Z")
 
 #: Size of the file a transfer is killed in the middle of (incompressible).
 BIG_SIZE = 64 * 1024 * 1024
@@ -66,44 +56,9 @@ BIG_SIZE = 64 * 1024 * 1024
 # Files. ---------------------------------------------------------------------
 
 
-def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def md5_or_none(path: Path) -> str | None:
-    try:
-        return md5_file(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def put(home: Path, relpath: str, data: bytes | str, mode: int = 0o644, mtime_ns: int | None = None) -> str:
-    """Write a file under C{home}; its MD5."""
-    path = home / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    path.chmod(mode)
-    if mtime_ns is not None:
-        os.utime(path, ns=(mtime_ns, mtime_ns))
-    return md5_file(path)
-
-
 def place_ruleset(home: Path) -> dict[str, str]:
     """Copy the ruleset under HOME/etc (etc/rules, etc/decoders, etc/lists); {path: MD5}."""
-    files: dict[str, str] = {}
-    for folder, _, names in os.walk(RULESET):
-        for name in names:
-            source = Path(folder, name)
-            relpath = "etc/" + source.relative_to(RULESET).as_posix()
-            target = home / relpath
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-            target.chmod(0o644)  # the corpus is read-only; the master's copy need not be
-            files[relpath] = md5_file(target)
+    files = copy_ruleset(home)
     assert files, f"no files in {RULESET}"
     return files
 
@@ -117,11 +72,6 @@ def write_random(path: Path, size: int) -> str:
             digest.update(block)
             f.write(block)
     return digest.hexdigest()
-
-
-def client_keys(*agents: tuple[str, str]) -> str:
-    """A client.keys: one ``ID NAME IP KEY`` line per agent, KEY 64 hex characters."""
-    return "".join(f"{agent_id} {name} any {secrets.token_hex(32)}\n" for agent_id, name in agents)
 
 
 def snapshot(root: Path, ignore: tuple[str, ...] = DAEMON_FILES) -> dict[str, str]:
@@ -148,7 +98,7 @@ def snapshot(root: Path, ignore: tuple[str, ...] = DAEMON_FILES) -> dict[str, st
 
 
 def synchronised(relpath: str) -> bool:
-    """Whether the table says C{relpath} (in one of L{SYNC_FOLDERS}, or etc/client.keys) is synchronised."""
+    """Whether the table says C{relpath} (in a synchronised folder, or etc/client.keys) is synchronised."""
     name = relpath.rsplit("/", 1)[-1]
     if name in ("ossec.conf", "ar.conf") or name.endswith(("~", ".tmp", ".lock", ".swp")):
         return False
@@ -163,12 +113,7 @@ def table_state(home: Path) -> dict[str, tuple[str, int, int, int]]:
     (MD5, mode, mtime in ns, inode).
     """
     state: dict[str, tuple[str, int, int, int]] = {}
-    paths = [home / "etc" / "client.keys"]
-    for folder in SYNC_FOLDERS:
-        for parent, _, names in os.walk(home / folder):
-            paths.extend(Path(parent, name) for name in names)
-    for path in paths:
-        relpath = path.relative_to(home).as_posix()
+    for relpath, path in synchronised_paths(home):
         if not synchronised(relpath):
             continue
         try:
@@ -179,32 +124,6 @@ def table_state(home: Path) -> dict[str, tuple[str, int, int, int]]:
         except FileNotFoundError:
             continue
     return state
-
-
-def temporaries(root: Path) -> list[Path]:
-    """The daemon's temporary files anywhere under C{root}."""
-    return [
-        Path(folder, name)
-        for folder, _, names in os.walk(root)
-        for name in names
-        if TEMPORARY_NAME.match(name)
-    ]
-
-
-def has_files(home: Path, expected: dict[str, str]) -> bool:
-    """Whether every file of C{expected} ({path: MD5}) is under C{home} with that MD5."""
-    return all(md5_or_none(home / relpath) == md5 for relpath, md5 in expected.items())
-
-
-def wait_synced(workers: list[Node], expected: dict[str, str], alive: list[Node], timeout: float = 20) -> None:
-    for worker in workers:
-        wait_for(
-            lambda: has_files(worker.home, expected),
-            f"{worker.node_name} to hold the master's {len(expected)} files",
-            timeout=timeout,
-            interval=0.2,
-            alive=alive,
-        )
 
 
 def start(cluster: Cluster, master: Node, *names: str, **options: float | int) -> list[Node]:
@@ -286,7 +205,7 @@ def test_fresh_workers_receive_the_ruleset_and_nothing_else(cluster: Cluster) ->
     ruleset_count = len(expected)
     past = 1_600_000_000_123_456_789  # a fraction of a second, to check the mtimes closely
     expected["etc/client.keys"] = put(
-        master.home, "etc/client.keys", client_keys(("001", "agent1"), ("002", "agent2")), 0o600, past
+        master.home, "etc/client.keys", client_keys([("001", "agent1", "any"), ("002", "agent2", "any")]), 0o600, past
     )
     expected["etc/shared/default/agent.conf"] = put(
         master.home, "etc/shared/default/agent.conf", "<agent_config>\n</agent_config>\n", 0o644, past
@@ -373,7 +292,7 @@ def test_an_edited_rule_reaches_every_worker_and_nothing_else_is_rewritten(clust
     """
     master = cluster.master(options=OPTIONS)
     expected = place_ruleset(master.home)
-    expected["etc/client.keys"] = put(master.home, "etc/client.keys", client_keys(("001", "agent1")))
+    expected["etc/client.keys"] = put(master.home, "etc/client.keys", client_keys([("001", "agent1", "any")]))
     workers = start(cluster, master, "worker1", "worker2")
     wait_synced(workers, expected, alive=[master, *workers], timeout=30)
 
@@ -446,7 +365,7 @@ def test_deletions_extras_pruning_and_extra_valid_group_files(cluster: Cluster) 
     master = cluster.master(options=OPTIONS)
     expected: dict[str, str] = {}
     for relpath, content in (
-        ("etc/client.keys", client_keys(("001", "agent1"), ("002", "agent2"))),
+        ("etc/client.keys", client_keys([("001", "agent1", "any"), ("002", "agent2", "any")])),
         ("etc/rules/local_rules.xml", '<group name="local,">\n</group>\n'),
         ("etc/rules/old_rules.xml", '<group name="old,">\n</group>\n'),
         ("etc/rules/sub/nested_rules.xml", '<group name="nested,">\n</group>\n'),
@@ -548,16 +467,6 @@ def big_transfer(cluster: Cluster) -> tuple[Node, Node, bytes, str]:
     return master, worker, old, new_md5
 
 
-def staged_bytes(paths: list[Path]) -> int:
-    size = 0
-    for path in paths:
-        try:
-            size += path.stat().st_size
-        except FileNotFoundError:
-            pass
-    return size
-
-
 def kill_mid_transfer(victim: Node, worker: Node, alive: list[Node]) -> tuple[list[Path], int]:
     """
     SIGKILL C{victim} once the worker has staged a quarter of the new
@@ -566,14 +475,14 @@ def kill_mid_transfer(victim: Node, worker: Node, alive: list[Node]) -> tuple[li
 
     def a_quarter_staged() -> list[Path] | None:
         staged = temporaries(worker.home / "etc/lists")
-        return staged if staged_bytes(staged) >= BIG_SIZE // 4 else None
+        return staged if total_size(staged) >= BIG_SIZE // 4 else None
 
     staged = wait_for(a_quarter_staged, "a quarter of etc/lists/big to be staged on the worker",
                       timeout=30, interval=0.005, alive=alive)
-    size = staged_bytes(staged)
+    size = total_size(staged)
     victim.kill()
     if victim is worker:
-        size = max(size, staged_bytes(staged))
+        size = max(size, total_size(staged))
     print(f"\n{victim.node_name} killed with {size} of {BIG_SIZE} bytes staged")
     return staged, size
 
@@ -724,7 +633,7 @@ def test_a_hostile_master_cannot_write_outside_the_table(cluster: Cluster, tmp_p
     )
     legit = {
         "etc/rules/local_rules.xml": put(master.home, "etc/rules/local_rules.xml", '<group name="local,">\n</group>\n'),
-        "etc/client.keys": put(master.home, "etc/client.keys", client_keys(("001", "agent1"))),
+        "etc/client.keys": put(master.home, "etc/client.keys", client_keys([("001", "agent1", "any")])),
     }
     worker = cluster.worker("worker1", home="h/w1", options=OPTIONS)
     (worker.home / "etc/rules").mkdir(parents=True)

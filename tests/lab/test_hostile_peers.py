@@ -47,17 +47,13 @@ from typing import Any, Sequence
 import pytest
 
 from lab.cluster import Lab
-from lab.nodes import FAST_OPTIONS, Node, never, wait_for
-
-REPOSITORY = Path(__file__).resolve().parents[2]
+from lab.nodes import Node, never, wait_for
+from lab.trees import AGENT_OPTIONS, REPOSITORY, client_keys, md5_file
 
 #: Fast cycles, and debug lines (silent connections and dropped statuses of
 #: unknown agents are logged at debug level).
 OPTIONS: dict[str, float | int] = {
-    **FAST_OPTIONS,
-    "cluster.sync_integrity": 1,
-    "cluster.recalculate_integrity": 1,
-    "cluster.sync_agent_info": 0.5,
+    **AGENT_OPTIONS,
     "cluster.timeout_receiving_file": 10,
     "wazuh_clusterd.debug": 1,
 }
@@ -796,17 +792,6 @@ def md5_bytes(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for _ in range(1 << 20):
-            block = f.read(1 << 20)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tree(root: Path, ignored: Sequence[str] = ()) -> dict[str, tuple[str, ...]]:
     """
     Everything under C{root}, never following a link: relative path ->
@@ -843,10 +828,6 @@ def changes(before: dict[str, tuple[str, ...]], after: dict[str, tuple[str, ...]
         for path in sorted(set(before) | set(after))
         if before.get(path) != after.get(path)
     }
-
-
-def client_keys(agents: Sequence[tuple[str, str, str]]) -> str:
-    return "".join(f"{agent_id} {name} {ip} {secrets.token_hex(32)}\n" for agent_id, name, ip in agents)
 
 
 def memory_kb(pid: int) -> int:

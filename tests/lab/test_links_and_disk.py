@@ -17,7 +17,6 @@ made the master drop the worker's whole connection (scenario 4).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import socket
@@ -30,82 +29,22 @@ import pytest
 
 from lab.cluster import Lab, LabUnavailable
 from lab.nodes import FAST_OPTIONS, Node, free_port, never, wait_for
+from lab.trees import (
+    INTEGRITY_OPTIONS,
+    REPOSITORY,
+    agent_keep_alive,
+    control_agents,
+    has_files,
+    manage,
+    md5_file,
+    md5_or_none,
+    put_renamed,
+    synchronised_files,
+    temporaries,
+    wait_synced,
+)
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-
-#: What the stager names its temporary files (wazuhcluster/sync/stager.py).
-TEMPORARY_NAME = re.compile(r"\.wazuhcluster-[0-9a-f]+\.tmp\Z")
-
-#: The synchronised folders of the table (etc/client.keys comes on top).
-SYNC_FOLDERS = ("etc/shared", "var/multigroups", "etc/rules", "etc/decoders", "etc/lists", "queue/agent-groups")
-
-
-# Files. ---------------------------------------------------------------------
-
-
-def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def md5_or_none(path: Path) -> str | None:
-    try:
-        return md5_file(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def put(home: Path, relpath: str, data: bytes | str) -> str:
-    """Write a file under C{home} (through a rename, as an editor would); its MD5."""
-    path = home / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.parent / f"{path.name}.lab-new"
-    staging.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(staging, path)
-    return md5_file(path)
-
-
-def temporaries(root: Path) -> list[Path]:
-    """The daemon's temporary files anywhere under C{root}."""
-    return [
-        Path(folder, name)
-        for folder, _, names in os.walk(root)
-        for name in names
-        if TEMPORARY_NAME.match(name)
-    ]
-
-
-def synchronised_files(home: Path) -> dict[str, str]:
-    """Every file of the synchronised folders, and etc/client.keys: relative path -> MD5."""
-    found: dict[str, str] = {}
-    paths = [home / "etc" / "client.keys"]
-    for folder in SYNC_FOLDERS:
-        for parent, _, names in os.walk(home / folder):
-            paths.extend(Path(parent, name) for name in names)
-    for path in paths:
-        if TEMPORARY_NAME.match(path.name):
-            continue
-        md5 = md5_or_none(path)
-        if md5 is not None:
-            found[path.relative_to(home).as_posix()] = md5
-    return found
-
-
-def has_files(home: Path, expected: dict[str, str]) -> bool:
-    """Whether every file of C{expected} ({path: MD5}) is under C{home} with that MD5."""
-    return all(md5_or_none(home / relpath) == md5 for relpath, md5 in expected.items())
-
-
-def wait_synced(workers: list[Node], expected: dict[str, str], alive: list[Node], timeout: float = 20) -> None:
-    for worker in workers:
-        wait_for(
-            lambda: has_files(worker.home, expected),
-            f"{worker.node_name} to hold the master's {len(expected)} files",
-            timeout=timeout, interval=0.2, alive=alive,
-        )
+# Helpers. -------------------------------------------------------------------
 
 
 def rule(name: str, text: str) -> str:
@@ -124,43 +63,6 @@ def no_tracebacks(*nodes: Node) -> None:
     for node in nodes:
         node.assert_running()
         assert "Traceback" not in node.log_text(), f"{node.node_name} logged a traceback:\n{node.log_text()}"
-
-
-# Agents. --------------------------------------------------------------------
-
-
-def manage(node: Node, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """manage_agents on C{node}."""
-    return subprocess.run(
-        [sys.executable, "-c", "import sys; from wazuhcluster.agents.manage import main; main(sys.argv[1:])",
-         "--home", str(node.home), *arguments],
-        capture_output=True, text=True, timeout=60,
-    )
-
-
-def agent_keep_alive(node: Node, name: str, ip: str) -> None:
-    """Write an agent's status on C{node} with the documented helper."""
-    result = subprocess.run(
-        [sys.executable, "-m", "wazuhcluster.agents.agentinfo", "--home", str(node.home), name, ip],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-
-
-def agents(node: Node) -> dict[str, tuple[str, str, str]]:
-    """C{cluster_control -a} on C{node}: ID -> (name, status, node)."""
-    result = node.control("-a")
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-    rules = [i for i, line in enumerate(lines) if line and set(line) == {"-"}]
-    assert len(rules) >= 3 and lines[rules[0] + 1].split() == ["ID", "Address", "Name", "Status", "Node"], (
-        result.stdout
-    )
-    table = {}
-    for line in lines[rules[1] + 1 : rules[2]]:
-        cells = line.split()
-        table[cells[0]] = (cells[2], " ".join(cells[3:-1]), cells[-1])
-    return table
 
 
 # 2. A link cut past the keep-alive limit. -----------------------------------
@@ -205,7 +107,9 @@ def test_a_worker_cut_off_past_the_keepalive_limit_is_dropped_and_catches_up(mak
     start(lab)
     master, worker = lab.master, lab.workers[0]
     nodes = [master, worker]
-    before = {"etc/rules/local_rules.xml": put(master.home, "etc/rules/local_rules.xml", rule("local", "before"))}
+    before = {
+        "etc/rules/local_rules.xml": put_renamed(master.home, "etc/rules/local_rules.xml", rule("local", "before")),
+    }
     wait_synced([worker], before, alive=nodes)
     assert master.wait_listed(["master", "worker1"])[1].address == lab.address("worker1")
 
@@ -220,8 +124,8 @@ def test_a_worker_cut_off_past_the_keepalive_limit_is_dropped_and_catches_up(mak
         master.wait_listed(["master"], timeout=5)
         # Written on the master while the worker is away.
         during = {
-            "etc/rules/local_rules.xml": put(master.home, "etc/rules/local_rules.xml", rule("local", "during")),
-            "etc/rules/outage_rules.xml": put(master.home, "etc/rules/outage_rules.xml", rule("outage", "new")),
+            "etc/rules/local_rules.xml": put_renamed(master.home, "etc/rules/local_rules.xml", rule("local", "during")),
+            "etc/rules/outage_rules.xml": put_renamed(master.home, "etc/rules/outage_rules.xml", rule("outage", "new")),
         }
         time.sleep(max(0.0, down + OUTAGE - time.monotonic()))
         assert md5_or_none(worker.home / "etc/rules/local_rules.xml") == before["etc/rules/local_rules.xml"]
@@ -416,12 +320,12 @@ def test_slow_lossy_links_still_sync_and_keepalives_hold(make_lab) -> None:
     added = manage(master, "-a", "any", "-n", "web")
     assert added.returncode == 0, added.stderr
     expected = {
-        f"etc/rules/slow_{n:02}_rules.xml": put(
+        f"etc/rules/slow_{n:02}_rules.xml": put_renamed(
             master.home, f"etc/rules/slow_{n:02}_rules.xml", rule(f"slow{n}", "x" * 100 * n)
         )
         for n in range(1, 13)
     }
-    expected["etc/lists/slow-list"] = put(master.home, "etc/lists/slow-list", os.urandom(2 << 20))
+    expected["etc/lists/slow-list"] = put_renamed(master.home, "etc/lists/slow-list", os.urandom(2 << 20))
     expected["etc/client.keys"] = md5_file(master.home / "etc/client.keys")
     written = time.monotonic()
 
@@ -442,7 +346,7 @@ def test_slow_lossy_links_still_sync_and_keepalives_hold(make_lab) -> None:
     def shown() -> bool:
         problem = flapped()
         assert problem is None, problem
-        last[0] = agents(master).get("001")
+        last[0] = control_agents(master)[0].get("001")
         return last[0] == ("web", "Active", "worker1")
 
     try:
@@ -468,13 +372,6 @@ def test_slow_lossy_links_still_sync_and_keepalives_hold(make_lab) -> None:
 
 # 4. A worker's disk fills during a sync. ------------------------------------
 
-DISK_OPTIONS: dict[str, float | int] = {
-    **FAST_OPTIONS,
-    "cluster.sync_integrity": 1,
-    "cluster.recalculate_integrity": 1,
-    "cluster.timeout_receiving_file": 20,
-}
-
 #: Size of worker1's home, a tmpfs.
 TMPFS_MEGABYTES = 8
 
@@ -499,12 +396,12 @@ def full_disk_during_a_sync(make_lab) -> tuple[Lab, dict[str, str], dict[str, st
     room left on the worker's disk, and the marks of the worker's and the
     master's logs before the master's change.
     """
-    lab = start(make_lab(["worker1"], options=DISK_OPTIONS, tmpfsMegabytes={"worker1": TMPFS_MEGABYTES}))
+    lab = start(make_lab(["worker1"], options=INTEGRITY_OPTIONS, tmpfsMegabytes={"worker1": TMPFS_MEGABYTES}))
     master, worker = lab.master, lab.workers[0]
-    put(master.home, "etc/rules/local_rules.xml", rule("local", "kept"))
-    put(master.home, "etc/decoders/local_decoder.xml", '<decoder name="local">\n</decoder>\n')
-    put(master.home, "etc/lists/big", os.urandom(128 * 1024))
-    put(master.home, "etc/lists/small", "key:value\n")
+    put_renamed(master.home, "etc/rules/local_rules.xml", rule("local", "kept"))
+    put_renamed(master.home, "etc/decoders/local_decoder.xml", '<decoder name="local">\n</decoder>\n')
+    put_renamed(master.home, "etc/lists/big", os.urandom(128 * 1024))
+    put_renamed(master.home, "etc/lists/small", "key:value\n")
     first = synchronised_files(master.home)
     wait_synced([worker], first, alive=[master, worker])
     held = synchronised_files(worker.home)
@@ -515,9 +412,9 @@ def full_disk_during_a_sync(make_lab) -> tuple[Lab, dict[str, str], dict[str, st
     room = lab.diskFree("worker1")
     assert HEADROOM <= room < 2 * HEADROOM, room
     marks = worker.mark(), master.mark()
-    new = {"etc/lists/big": put(master.home, "etc/lists/big", os.urandom(1 << 20))}
+    new = {"etc/lists/big": put_renamed(master.home, "etc/lists/big", os.urandom(1 << 20))}
     for n in range(1, 4):
-        new[f"etc/lists/new{n}"] = put(master.home, f"etc/lists/new{n}", os.urandom(1 << 20))
+        new[f"etc/lists/new{n}"] = put_renamed(master.home, f"etc/lists/new{n}", os.urandom(1 << 20))
     assert sum(len((master.home / relpath).read_bytes()) for relpath in new) > 8 * room
     return lab, held, new, room, *marks
 

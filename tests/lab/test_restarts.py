@@ -18,10 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,108 +27,29 @@ from typing import Callable, Iterable, Sequence
 import pytest
 
 from lab.cluster import Lab
-from lab.nodes import FAST_OPTIONS, Node, wait_for
-
-REPOSITORY = Path(__file__).resolve().parents[2]
-
-#: The real Wazuh 4.9 ruleset (rules/, decoders/, lists/), beside the checkout.
-RULESET = REPOSITORY.parent / "shared" / "corpus" / "wazuh-ruleset"
-
-#: Fast cycles; a stalled transfer gives up after 20 s rather than Wazuh's 120.
-OPTIONS: dict[str, float | int] = {
-    **FAST_OPTIONS,
-    "cluster.sync_integrity": 1,
-    "cluster.recalculate_integrity": 1,
-    "cluster.timeout_receiving_file": 20,
-}
-
-#: The synchronised folders of the table; etc/client.keys comes on top.
-SYNC_FOLDERS = (
-    "etc/shared",
-    "var/multigroups",
-    "etc/rules",
-    "etc/decoders",
-    "etc/lists",
-    "queue/agent-groups",
+from lab.nodes import Node, wait_for
+from lab.trees import INTEGRITY_OPTIONS as OPTIONS
+from lab.trees import (
+    RULESET,
+    TEMPORARY_NAME,
+    client_keys_of,
+    copy_ruleset,
+    manage,
+    md5_or_none,
+    md5_stream,
+    synchronised_files,
+    synchronised_paths,
+    temporaries,
+    total_size,
 )
-
-TEMPORARY_NAME = re.compile(r"\.wazuhcluster-[0-9a-f]+\.tmp\Z")
 
 #: The big CDB list of the transfers: where it goes, and its size.
 BIG_LIST = "etc/lists/lab-big-list"
 BIG_SIZE = 32 * 1024 * 1024
 LONG_BIG_SIZE = 128 * 1024 * 1024
 
-#: manage_agents, as the brief of issue 6 runs it (``--home HOME`` and the action follow).
-MANAGE_AGENTS = [
-    sys.executable, "-c", "import sys; from wazuhcluster.agents.manage import main; main(sys.argv[1:])",
-]
-
 
 # Files. ---------------------------------------------------------------------
-
-
-def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def md5_or_none(path: Path) -> str | None:
-    try:
-        return md5_file(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def synchronised_paths(home: Path) -> Iterable[tuple[str, Path]]:
-    """
-    Every file under the synchronised folders of C{home}, and its
-    etc/client.keys, as (relative path, path); the daemon's temporary files
-    are left out (L{temporaries} finds those).
-    """
-    keys = home / "etc" / "client.keys"
-    if keys.is_file():
-        yield "etc/client.keys", keys
-    for folder in SYNC_FOLDERS:
-        for parent, _, names in os.walk(home / folder):
-            for name in names:
-                if not TEMPORARY_NAME.match(name):
-                    path = Path(parent, name)
-                    yield path.relative_to(home).as_posix(), path
-
-
-def synchronised_files(home: Path) -> dict[str, str]:
-    """{relative path: MD5} of L{synchronised_paths}; a file gone meanwhile is left out."""
-    files = {}
-    for relpath, path in synchronised_paths(home):
-        md5 = md5_or_none(path)
-        if md5 is not None:
-            files[relpath] = md5
-    return files
-
-
-def temporaries(root: Path) -> list[Path]:
-    """The daemon's temporary files anywhere under C{root}."""
-    return [
-        Path(folder, name)
-        for folder, _, names in os.walk(root)
-        for name in names
-        if TEMPORARY_NAME.match(name)
-    ]
-
-
-def staged_bytes(root: Path) -> int:
-    """How many bytes the temporary files under C{root} hold now."""
-    size = 0
-    for path in temporaries(root):
-        try:
-            size += path.stat().st_size
-        except FileNotFoundError:
-            pass
-    return size
 
 
 def place_ruleset(home: Path) -> None:
@@ -140,13 +58,7 @@ def place_ruleset(home: Path) -> None:
     where the corpus is missing, 300 small rule and decoder files instead.
     """
     if RULESET.is_dir():
-        for folder, _, names in os.walk(RULESET):
-            for name in names:
-                source = Path(folder, name)
-                target = home / "etc" / source.relative_to(RULESET)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target)
-                target.chmod(0o644)  # the corpus is read-only; the master's copy need not be
+        copy_ruleset(home)
         return
     for n in range(150):
         for kind in ("rules", "decoders"):
@@ -218,11 +130,8 @@ class Watcher(threading.Thread):
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             if key in self._known:
                 return self._known[key]
-            digest = hashlib.md5()
-            while block := f.read(1 << 20):
-                digest.update(block)
+            md5 = md5_stream(f)
             after = os.fstat(f.fileno())
-        md5 = digest.hexdigest()
         if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == key[2:]:
             self._known[key] = md5
         return md5
@@ -326,12 +235,12 @@ def kill_master_mid_transfer(
     wait_for(started, "a worker to log the start of a transfer", timeout=60, interval=0.02, alive=alive)
 
     def caught() -> Node | None:
-        return next((w for w in lab.workers if staged_bytes(w.home) >= fraction * total), None)
+        return next((w for w in lab.workers if total_size(temporaries(w.home)) >= fraction * total), None)
 
     worker = wait_for(caught, f"a worker to stage {fraction:.0%} of {total} bytes", timeout=60, interval=0.005,
                       alive=alive)
     assert worker is not None
-    staged = staged_bytes(worker.home)
+    staged = total_size(temporaries(worker.home))
     lab.kill("master")
     print(f"\nmaster killed while {worker.node_name} had {staged} of {total} bytes staged")
     return worker
@@ -463,11 +372,7 @@ def register_agents(master: Node, numbers: Iterable[int], parallel: int = 4) -> 
     """Register agents C{lab-agent-N} on the master with manage_agents, a few at a time; their IDs."""
 
     def one(number: int) -> str:
-        result = subprocess.run(
-            MANAGE_AGENTS + ["--home", str(master.home), "-a", f"10.66.{number // 250}.{number % 250 + 1}",
-                             "-n", f"lab-agent-{number:03d}"],
-            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-        )
+        result = manage(master, "-a", f"10.66.{number // 250}.{number % 250 + 1}", "-n", f"lab-agent-{number:03d}")
         assert result.returncode == 0, f"manage_agents exited {result.returncode}: {result.stderr}"
         added = re.match(r"Agent added with ID (\d+) and key ", result.stdout)
         assert added, result.stdout
@@ -483,9 +388,7 @@ def registered_ids(keys: str) -> list[str]:
 
 def agent_files(node: Node) -> dict[str, str]:
     """{client.keys and each queue/agent-groups file: its content} of a node."""
-    files = {}
-    keys = node.home / "etc" / "client.keys"
-    files["etc/client.keys"] = keys.read_text() if keys.exists() else ""
+    files = {"etc/client.keys": client_keys_of(node)}
     folder = node.home / "queue" / "agent-groups"
     if folder.is_dir():
         for path in folder.iterdir():

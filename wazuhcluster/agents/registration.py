@@ -15,8 +15,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.protocols import amp
 
-from ..protocol.agentcommands import RegisterAgent, RegistryRefused, RemoveAgent
-from .registry import AgentRegistry, RegistryError
+from ..protocol.agentcommands import AgentNotFound, RegisterAgent, RegistryRefused, RemoveAgent
+from .registry import AgentRegistry, RegistryError, UnknownAgent
 
 #: What a worker answers when the master cannot be asked (the issue's words).
 MASTER_UNREACHABLE = "agents must be registered in the master node, which is not reachable"
@@ -53,6 +53,8 @@ class MasterRegistration:
     async def remove(self, agentID: str) -> dict[str, Any]:
         try:
             agent = await self.runInThread(self.registry.remove, agentID)
+        except UnknownAgent as e:
+            raise AgentNotFound(str(e)) from None
         except RegistryError as e:
             raise RegistryRefused(str(e)) from None
         except OSError as e:

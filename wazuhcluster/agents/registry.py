@@ -47,6 +47,10 @@ class RegistryError(Exception):
     """A registration or removal refused; the message is a sentence for the operator."""
 
 
+class UnknownAgent(RegistryError):
+    """The agent to remove is not registered."""
+
+
 @frozen
 class Registration:
     """What a registration did: the new agent, and the agents it replaced (with force)."""
@@ -214,7 +218,7 @@ class AgentRegistry:
                 (a for a in map(keys.agent, candidates) if a is not None), None
             )
             if agent is None:
-                raise RegistryError(
+                raise UnknownAgent(
                     f"No agent with ID {agentID!r} is registered; list them with manage_agents -l."
                 )
             self._write(keys.withoutAgent(agent.id))

@@ -22,7 +22,7 @@ from ..agents.registration import MASTER_UNREACHABLE, Registration
 from ..agents.status import AgentRecord, AgentState
 from ..config import ClusterConfig
 from ..control.server import ClusterView
-from ..protocol.agentcommands import ListAgents, RegistryRefused
+from ..protocol.agentcommands import AgentNotFound, ListAgents, RegistryRefused
 from ..protocol.nodeinfo import NotConnectedToMaster
 from .envelope import ApiError, listOf
 from .nodecalls import NodeCalls
@@ -240,10 +240,10 @@ def routes(context: ApiContext) -> list[Route]:
         agentID = _agentID(call.params["agent_id"])
         if agentID == "000":
             raise ApiError(1703, "the manager (000) cannot be removed")
-        if not any(r.id == agentID for r in await agentRecords()):
-            raise ApiError(1701, agentID, status=404)
         try:
             answer = await context.registration.remove(agentID)
+        except AgentNotFound:
+            raise ApiError(1701, agentID, status=404) from None
         except RegistryRefused as e:
             if str(e) == MASTER_UNREACHABLE:
                 raise ApiError(3023, status=503) from None

@@ -18,6 +18,10 @@ class RegistryRefused(Exception):
     """The registry did not make the change; the message says why."""
 
 
+class AgentNotFound(RegistryRefused):
+    """The agent named is not registered."""
+
+
 class RegisterAgent(amp.Command):
     """Register an agent; answered with its ID, its key, and the agents it replaced."""
 
@@ -40,7 +44,8 @@ class RemoveAgent(amp.Command):
 
     arguments = [(b"agent_id", amp.Unicode())]
     response = [(b"agent_id", amp.Unicode()), (b"name", amp.Unicode()), (b"ip", amp.Unicode())]
-    errors = {RegistryRefused: b"REGISTRY_REFUSED"}
+    # The subclass first: AMP answers with the first error type that matches.
+    errors = {AgentNotFound: b"AGENT_NOT_FOUND", RegistryRefused: b"REGISTRY_REFUSED"}
 
 
 #: Agents per page of L{ListAgents}: an entry is at most about 700 bytes

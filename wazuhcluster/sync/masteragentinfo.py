@@ -64,7 +64,7 @@ AGENT_INFO_LIMITS = Limits(
 PAGE_BYTES = 40_000
 
 #: Listings kept at once for clients reading page by page.
-MAX_NAMED_LISTINGS = 4
+MAX_NAMED_LISTINGS = 16
 
 #: How long later pages of an agent listing reuse the listing of its first page.
 LISTING_REUSE_SECONDS = 60.0
@@ -203,6 +203,8 @@ class MasterAgentInfo(Service):
         self.stats = NodeStats()
         #: The last listing without and with details, and when it was made.
         self._recent: dict[bool, tuple[float, list[AgentRecord]]] = {}
+        #: Who waits for the listing being made, without and with details.
+        self._making: dict[bool, list[Deferred[list[AgentRecord]]]] = {}
         #: Listings read page by page, by name, and when each was made.
         self._named: dict[str, tuple[float, list[AgentRecord]]] = {}
         #: The agents of a named listing that pass a client's filters.
@@ -326,12 +328,30 @@ class MasterAgentInfo(Service):
             cached = self._recent.get(kind)
             if cached is not None and maxAge > 0 and now - cached[0] <= maxAge:
                 return cached[1]
-        records = await self.runInThread(
+        # Requests that come while a listing is being made wait for it rather
+        # than make their own: a burst of clients costs one listing, in time
+        # and in memory.
+        waiter: Deferred[list[AgentRecord]] = Deferred()
+        waiting = self._making.get(details)
+        if waiting is not None:
+            waiting.append(waiter)
+            return await waiter
+        self._making[details] = waiting = [waiter]
+
+        def made(records: list[AgentRecord]) -> None:
+            self._recent[details] = (now, records)
+            for w in self._making.pop(details, []):
+                w.callback(records)
+
+        def failed(failure: Any) -> None:
+            for w in self._making.pop(details, []):
+                w.errback(failure)
+
+        self.runInThread(
             listAgents, self.home.root, self.nodes, self.masterName, now,
             self.options.agent_disconnection_time, details, self.registered.agents,
-        )
-        self._recent[details] = (now, records)
-        return records
+        ).addCallbacks(made, failed)
+        return await waiter
 
     async def _namedListing(self, name: str, details: bool) -> tuple[str, list[AgentRecord]]:
         """The listing called C{name}, while it is kept; else a fresh one, with its new name."""
