@@ -47,41 +47,29 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import random
 import re
 import resource
-import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Iterable
+from typing import Any
 
-# Let "python bench/agents.py" run from a checkout without installing.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_REPO = os.path.dirname(_HERE)
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-from figures import Results, freePort, percentile  # noqa: E402  (bench/figures.py)
-from wazuhcluster.agents.agentinfo import AGENT_INFO_FOLDER, keepAliveText  # noqa: E402
-from wazuhcluster.nodehome import writeNodeHome  # noqa: E402
-
-CLUSTER = "benchcluster"
-MASTER_NAME = "bench-master"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "wazuhcluster"]
+from figures import Results, percentile  # bench/figures.py
+from processes import (  # bench/processes.py
+    MASTER_NAME, SPY_IDLE_POOL, LogWatcher, Node, NodeCluster, dropTree, dumpTails, findPySpy, fmtBytes,
+    machine, mb, printSpy,
+)
+from trees import AgentLayout, agentIP, agentName, countStatuses, statusName, writeStatus  # bench/trees.py
+from wazuhcluster.agents.agentinfo import keepAliveText
 
 #: Wazuh's performance suite: seconds allowed per stable agent-info sync on the master, at 50,000 agents.
 WAZUH_ALLOWANCE = 3.0
 
 #: Hard bounds, whatever the arguments say.
-NODE_START_TIMEOUT = 60.0
 FIRST_SYNC_TIMEOUT = 240.0
 CYCLE_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 300.0
@@ -113,41 +101,6 @@ def options(period: float) -> dict[str, float]:
 # Small helpers.
 
 
-def procStatusKB(pid: int, field: str) -> int | None:
-    """A C{kB} field (VmRSS, VmHWM) of /proc/PID/status, or None if gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def procCPU(pid: int) -> float | None:
-    """utime + stime of process C{pid} (all threads), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def mb(kb: int | None) -> str:
-    return "?" if kb is None else f"{kb / 1024:.0f} MB"
-
-
-def fmtBytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 def stats(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     """mean / median / max of C{values} (times C{scale})."""
     v = [x * scale for x in values]
@@ -172,226 +125,33 @@ def wireBytesReceived(port: int) -> int | None:
     return sum(found) if found else None
 
 
-def agentName(i: int) -> str:
-    return f"agent-{i:05d}"
-
-
-def agentIP(i: int) -> str:
-    return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
-
-
-def statusName(i: int) -> str:
-    return f"{agentName(i)}-{agentIP(i)}"
-
-
-def writeStatus(folder: str, i: int, mtimeNs: int) -> None:
-    """Agent i's keep-alive, written as a manager would: whole file (temporary + rename), the given mtime."""
-    temporary = os.path.join(folder, ".benchtmp")  # no dash: never taken for a status
-    with open(temporary, "wb") as f:
-        f.write(keepAliveText(agentName(i), agentIP(i)))
-    os.utime(temporary, ns=(mtimeNs, mtimeNs))
-    os.replace(temporary, os.path.join(folder, statusName(i)))
-
-
-def countStatuses(folder: str) -> int:
-    """Status files in C{folder} (temporaries, which start with a dot, not counted)."""
-    try:
-        with os.scandir(folder) as entries:
-            return sum(1 for e in entries if not e.name.startswith("."))
-    except FileNotFoundError:
-        return 0
-
-
 def childrenCPU() -> float:
     """User + system seconds of this process's children that were waited for."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
-def dropTree(path: str) -> None:
-    """Remove a tree and flush the deletions, so they do not weigh on what follows."""
-    shutil.rmtree(path, ignore_errors=True)
-    os.sync()
-
-
-# ---------------------------------------------------------------------------
-# Nodes as real twistd processes, and their logs.
-
-
-class Node:
-    """A master or worker in its own home, run by twistd in its own process."""
-
-    def __init__(self, home: str, name: str, nodeType: str, key: str, port: int, period: float) -> None:
-        self.home = home
-        self.name = name
-        self.port = port
-        self.config = writeNodeHome(
-            home, name, nodeType, key, port, clusterName=CLUSTER, options=options(period)
-        ).ossecConf
-        # No REST API (its default port, 55000, is fixed: another node or run may hold it).
-        api = os.path.join(home, "api", "configuration")
-        os.makedirs(api, exist_ok=True)
-        with open(os.path.join(api, "api.yaml"), "w") as f:
-            f.write("enabled: no\n")
-        self.log = os.path.join(home, "logs", "cluster.log")
-        self.socketPath = os.path.join(home, "queue", "cluster", "c-internal.sock")
-        self.output = os.path.join(home, "node.out")
-        self.process: subprocess.Popen | None = None
-        self.startedAt = 0.0
-        self.spy: subprocess.Popen | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self) -> None:
-        with open(self.output, "wb") as out:
-            self.startedAt = time.perf_counter()
-            self.process = subprocess.Popen(
-                [*TWISTD, "--config", self.config], cwd=self.home, stdout=out,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def assertAlive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.tail()}")
-
-    def waitListening(self) -> None:
-        deadline = time.monotonic() + NODE_START_TIMEOUT
-        while time.monotonic() < deadline:
-            self.assertAlive()
-            if os.path.exists(self.socketPath):
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} not listening in {NODE_START_TIMEOUT}s:\n{self.tail()}")
-
-    def cpu(self) -> float:
-        return (procCPU(self.pid) if self.alive() else None) or 0.0
-
-    def rss(self) -> int | None:
-        return procStatusKB(self.pid, "VmRSS") if self.alive() else None
-
-    def hwm(self) -> int | None:
-        return procStatusKB(self.pid, "VmHWM") if self.alive() else None
-
-    def startSpy(self, pyspy: str, output: str) -> None:
-        """Sample every thread of the node with py-spy (100 Hz, idle included) until L{stopSpy}."""
-        self.stopSpy()
-        self.spy = subprocess.Popen(
-            [pyspy, "record", "--pid", str(self.pid), "--rate", "100", "--threads", "--idle",
-             "--format", "raw", "--output", output, "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        )
-
-    def stopSpy(self) -> None:
-        if self.spy is not None and self.spy.poll() is None:
-            self.spy.send_signal(signal.SIGINT)
-            try:
-                self.spy.wait(30)
-            except subprocess.TimeoutExpired:
-                self.spy.kill()
-                self.spy.wait(5)
-        self.spy = None
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it lingers (and its py-spy)."""
-        self.stopSpy()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-    def tail(self, lines: int = 15) -> str:
-        for path in (self.log, self.output):
-            try:
-                with open(path, errors="replace") as f:
-                    text = "".join(f.readlines()[-lines:])
-                if text:
-                    return text
-            except OSError:
-                pass
-        return ""
-
-
-class LogWatcher:
-    """Reads a growing cluster.log; keeps each line with the bench's time when it was read."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = ""
-        self.lines: list[tuple[float, str]] = []
-
-    def poll(self) -> None:
-        try:
-            with open(self.path, errors="replace") as f:
-                f.seek(self.offset)
-                data = f.read()
-                self.offset = f.tell()
-        except OSError:
-            return
-        if not data:
-            return
-        now = time.perf_counter()
-        parts = (self.partial + data).split("\n")
-        self.partial = parts.pop()
-        self.lines.extend((now, line) for line in parts)
-
-    def since(self, t0: float, needle: str | re.Pattern) -> list[tuple[float, str]]:
-        return [
-            (at, line) for at, line in self.lines
-            if at >= t0 and (needle.search(line) if isinstance(needle, re.Pattern) else needle in line)
-        ]
+class AgentLog(LogWatcher):
+    """A worker's cluster.log, with its "Sent ..." lines."""
 
     def sent(self, t0: float) -> list[tuple[float, re.Match]]:
         """The "Sent ..." lines read at or after C{t0}, with their match."""
         return [(at, SENT.search(line)) for at, line in self.since(t0, SENT)]
 
 
-def dumpTails(nodes: Iterable[Node], lines: int = 12) -> None:
-    """After a failure: the end of each node's log (the trees are removed after)."""
-    for node in nodes:
-        print(f"\n-- last lines of {node.name} ({node.log}):\n{node.tail(lines)}", file=sys.stderr)
-
-
 # ---------------------------------------------------------------------------
 # The homes.
 
 
-class Layout:
-    """Where every agent lives, and the trees of the run."""
+class Layout(AgentLayout):
+    """Where every agent lives, the trees of the run, and each status's mtime."""
 
     def __init__(self, top: str, agents: int, workers: int) -> None:
-        self.top = top
-        self.agents = agents
-        self.workers = workers
-        self.masterHome = os.path.join(top, "master")
-        self.workerHomes = [os.path.join(top, f"worker{w:02d}") for w in range(workers)]
-        self.workerNames = [f"bench-worker-{w:02d}" for w in range(workers)]
+        super().__init__(top, agents, workers)
         self.keys = b""
         self.keysMtimeNs = 0
         #: Agent i's status mtime on its worker, in ns (index 0 unused).
         self.mtimes = [0] * (agents + 1)
-
-    def workerOf(self, i: int) -> int:
-        return (i - 1) % self.workers
-
-    def agentsOf(self, w: int) -> range:
-        return range(w + 1, self.agents + 1, self.workers)
-
-    def statusFolder(self, home: str) -> str:
-        return os.path.join(home, *AGENT_INFO_FOLDER.split("/"))
 
     def writeKeys(self, seed: int = 5) -> None:
         rng = random.Random(seed)
@@ -475,7 +235,7 @@ def baselines(layout: Layout, args: argparse.Namespace, results: Results) -> dic
                 f" ({out['applyAllCPU'] / layout.agents * 1e6:.0f} us CPU/status)")
 
     # One steady cycle's worth: the changed statuses of each worker, newer by a second, 3 times.
-    share = changedPerWorker(layout, args.change)
+    share = layout.changedPerWorker(args.change)
     rng = random.Random(8)
     walls, cpus = [], []
     for round_ in range(3):
@@ -538,37 +298,18 @@ def saveNodes(nodes: Any) -> bool:
     return nodes.save()
 
 
-def changedPerWorker(layout: Layout, change: float) -> list[int]:
-    """How many agents of each worker change per cycle: C{change} of all, spread evenly."""
-    total = max(1, round(layout.agents * change))
-    return [min(len(layout.agentsOf(w)), total // layout.workers + (1 if w < total % layout.workers else 0))
-            for w in range(layout.workers)]
-
-
 # ---------------------------------------------------------------------------
 # 2-5. The cluster.
 
 
-class Cluster:
+class Cluster(NodeCluster):
     """The master and the workers of the run, their logs, and what they cost."""
 
     def __init__(self, layout: Layout, period: float) -> None:
-        self.layout = layout
-        key, self.port = secrets.token_hex(16), freePort()
-        self.master = Node(layout.masterHome, MASTER_NAME, "master", key, self.port, period)
-        self.workers = [Node(home, name, "worker", key, self.port, period)
-                        for home, name in zip(layout.workerHomes, layout.workerNames)]
-        self.logs = [LogWatcher(w.log) for w in self.workers]
+        super().__init__(layout, lambda *where: Node(*where, options(period)))
+        self.logs = [AgentLog(w.log) for w in self.workers]
         self.masterLog = LogWatcher(self.master.log)
         self.masterFolder = layout.statusFolder(layout.masterHome)
-
-    @property
-    def nodes(self) -> list[Node]:
-        return [self.master, *self.workers]
-
-    def check(self) -> None:
-        for node in self.nodes:
-            node.assertAlive()
 
     def workersCPU(self) -> float:
         return sum(w.cpu() for w in self.workers)
@@ -576,11 +317,6 @@ class Cluster:
     def pollLogs(self) -> None:
         for watcher in (*self.logs, self.masterLog):
             watcher.poll()
-
-    def stop(self) -> None:
-        for w in self.workers:
-            w.stop()
-        self.master.stop()
 
 
 def firstSync(cluster: Cluster, args: argparse.Namespace, results: Results,
@@ -752,7 +488,7 @@ def steadyCycles(cluster: Cluster, args: argparse.Namespace, results: Results, b
                  idle: dict[str, float], window: float, pyspy: str | None) -> None:
     layout, master = cluster.layout, cluster.master
     W = layout.workers
-    share = changedPerWorker(layout, args.change)
+    share = layout.changedPerWorker(args.change)
     total = sum(share)
     results.section(f"4. Steady state: {args.cycles} cycles, {total:,} agents ({args.change * 100:g}%)"
                     f" change each, windows of {window:g} s")
@@ -920,72 +656,6 @@ def controlTimings(cluster: Cluster, results: Results, pyspy: str | None) -> Non
 # ---------------------------------------------------------------------------
 
 
-_IDLE = ("Condition.wait", "EPollReactor.doPoll", "select.epoll.poll", "_worker (concurrent", "lock.acquire")
-
-
-def printSpy(path: str, title: str, top: int = 25) -> None:
-    """Where the samples of a py-spy raw recording went: busy leaf lines, and by thread."""
-    if not os.path.exists(path):
-        print(f"\n(no py-spy recording at {path})")
-        return
-    leaves: dict[str, int] = {}
-    functions: dict[str, int] = {}
-    threads: dict[str, list[int]] = {}
-    with open(path) as f:
-        for line in f:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack:
-                continue
-            frames = stack.split(";")
-            n = int(count)
-            thread = re.sub(r"^thread \(\d+\):? ?", "", frames[0]) or "?"
-            thread = "main" if "MainThread" in thread else ("pool" if "PoolThread" in thread else thread)
-            busy = not any(idle in frames[-1] for idle in _IDLE)
-            counts = threads.setdefault(thread, [0, 0])
-            counts[0] += n
-            counts[1] += n if busy else 0
-            if busy:
-                leaf = f"{thread:4} {frames[-1]}"
-                leaves[leaf] = leaves.get(leaf, 0) + n
-                for frame in set(frames[1:]):
-                    if "wazuhcluster" in frame:
-                        functions[frame] = functions.get(frame, 0) + n
-    print(f"\n== {title} (100 samples/s of every thread)")
-    for thread, (total, busy) in sorted(threads.items()):
-        print(f"  {thread}: {total / 100:.1f} s sampled, {busy / 100:.1f} s busy")
-    print("  busiest lines (seconds):")
-    for leaf, n in sorted(leaves.items(), key=lambda x: -x[1])[:top]:
-        print(f"  {n / 100:7.2f}  {leaf}")
-    print("  daemon functions on the stack when busy (seconds, inclusive):")
-    for frame, n in sorted(functions.items(), key=lambda x: -x[1])[:top]:
-        print(f"  {n / 100:7.2f}  {frame}")
-
-
-def findPySpy() -> str | None:
-    """py-spy beside this Python, or on PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
-    return beside if os.access(beside, os.X_OK) else shutil.which("py-spy")
-
-
-def machine(results: Results, top: str) -> None:
-    results.section("Machine")
-    import twisted
-
-    results.add("python", f"{platform.python_implementation()} {platform.python_version()}")
-    results.add("nproc", str(os.cpu_count()))
-    with open("/proc/meminfo") as f:
-        total = int(f.readline().split()[1])
-    results.add("memory", f"{total / 2**20:.1f} GiB")
-    results.add("platform", platform.platform())
-    results.add("twisted", twisted.__version__)
-    fs = subprocess.run(["df", "-T", top], capture_output=True, text=True).stdout.splitlines()[-1].split()
-    results.add("temporary trees", f"{top} ({fs[1]} on {fs[0]})")
-    load = os.getloadavg()
-    results.add("load average at start", " / ".join(f"{v:.2f}" for v in load))
-    if load[0] > 1.0:
-        results.notes.append(f"the machine was busy at start (load {load[0]:.2f}): wall times suffer first")
-
-
 def main(args: argparse.Namespace) -> None:
     results = Results()
     top = tempfile.mkdtemp(prefix="wazuhcluster-bench-agents-", dir=args.tmp)
@@ -1026,9 +696,12 @@ def main(args: argparse.Namespace) -> None:
         finally:
             cluster.stop()
         if pyspy:
-            printSpy(os.path.join(top, "spy-first.txt"), "py-spy of the master, workers' start -> all synced")
-            printSpy(os.path.join(top, "spy-cycles.txt"), "py-spy of the master, every steady cycle")
-            printSpy(os.path.join(top, "spy-control.txt"), "py-spy of the master, cluster_control -a on it")
+            printSpy(os.path.join(top, "spy-first.txt"), "py-spy of the master, workers' start -> all synced",
+                     top=25, idle=SPY_IDLE_POOL, functions=True)
+            printSpy(os.path.join(top, "spy-cycles.txt"), "py-spy of the master, every steady cycle",
+                     top=25, idle=SPY_IDLE_POOL, functions=True)
+            printSpy(os.path.join(top, "spy-control.txt"), "py-spy of the master, cluster_control -a on it",
+                     top=25, idle=SPY_IDLE_POOL, functions=True)
     finally:
         if cluster is not None:
             cluster.stop()

@@ -36,7 +36,6 @@ import pstats
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,15 +43,10 @@ import tempfile
 import time
 from typing import Any, Callable
 
-# Let "python bench/connect.py" run from a checkout without installing.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if os.path.dirname(_HERE) not in sys.path:
-    sys.path.insert(0, os.path.dirname(_HERE))
-
-from twisted.internet import defer, task  # noqa: E402
-from twisted.internet.defer import Deferred  # noqa: E402
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS  # noqa: E402
-from twisted.logger import (  # noqa: E402
+from twisted.internet import defer, task
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
@@ -60,32 +54,30 @@ from twisted.logger import (  # noqa: E402
     globalLogBeginner,
     textFileLogObserver,
 )
-from twisted.protocols import amp  # noqa: E402
-from twisted.test import iosim  # noqa: E402
+from twisted.protocols import amp
+from twisted.test import iosim
 
-import wazuhcluster  # noqa: E402
-from figures import Results, freePort, percentile  # noqa: E402  (bench/figures.py)
-from wazuhcluster.control.client import ControlClient  # noqa: E402
-from wazuhcluster.fleet import Fleet  # noqa: E402
-from wazuhcluster.internal_options import InternalOptions  # noqa: E402
-from wazuhcluster.protocol.link import LinkSettings  # noqa: E402
-from wazuhcluster.protocol.master import WorkerConnection  # noqa: E402
-from wazuhcluster.protocol.sealed import decodeBox  # noqa: E402
-from wazuhcluster.protocol.sealing import (  # noqa: E402
+from figures import Results, freePort, percentile  # bench/figures.py: first, it puts the checkout on sys.path
+from processes import CLUSTER, MASTER_NAME, Node  # bench/processes.py
+
+import wazuhcluster
+from wazuhcluster.control.client import ControlClient
+from wazuhcluster.fleet import Fleet
+from wazuhcluster.internal_options import InternalOptions
+from wazuhcluster.protocol.link import LinkSettings
+from wazuhcluster.protocol.master import WorkerConnection
+from wazuhcluster.protocol.sealed import decodeBox
+from wazuhcluster.protocol.sealing import (
     WORKER_TO_MASTER,
     Opener,
     Sealer,
     rootKey,
     sealersFor,
 )
-from wazuhcluster.protocol.worker import MasterConnection, MasterConnectionFactory  # noqa: E402
-from wazuhcluster.protocol.workercommands import KeepAlive  # noqa: E402
-from wazuhcluster.nodehome import writeNodeHome  # noqa: E402
-from wazuhcluster.tls import TLSMaterial, clientOptions, makeSelfSigned  # noqa: E402
+from wazuhcluster.protocol.worker import MasterConnection, MasterConnectionFactory
+from wazuhcluster.protocol.workercommands import KeepAlive
+from wazuhcluster.tls import TLSMaterial, clientOptions, makeSelfSigned
 
-CLUSTER = "benchcluster"
-MASTER_NAME = "bench-master"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 #: Hard bounds, whatever the arguments say.
 MASTER_START_TIMEOUT = 20.0
@@ -98,16 +90,6 @@ MICRO_TIMEOUT = 10.0
 
 # ---------------------------------------------------------------------------
 # Small helpers.
-
-
-
-def procCPU(pid: int) -> float:
-    """utime + stime of process C{pid}, in seconds, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # fields[0] is field 3 (state): utime is field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def procCPUPrecise(pid: int) -> float:
@@ -184,92 +166,46 @@ run()
 """
 
 
-class Master:
+class Master(Node):
     """A master node in a temporary home, run by twistd in its own process."""
 
+    startTimeout = MASTER_START_TIMEOUT
+
     def __init__(self, profileTo: str | None = None) -> None:
-        self.home = tempfile.mkdtemp(prefix="wazuhcluster-bench-")
-        self.port = freePort()
-        self.key = secrets.token_hex(16)
-        self.profileTo = profileTo
-        self.process: subprocess.Popen | None = None
-        self.backlog: int | None = None
         # Keep the master's own cycles out of the way of a run of a few
         # minutes: no worker is dropped for silence, handshakes have time.
-        home = writeNodeHome(
-            self.home, MASTER_NAME, "master", self.key, self.port, clusterName=CLUSTER,
-            options={
+        super().__init__(
+            tempfile.mkdtemp(prefix="wazuhcluster-bench-"), MASTER_NAME, "master", secrets.token_hex(16),
+            freePort(),
+            {
                 "check_worker_lastkeepalive": 600,
                 "max_allowed_time_without_keepalive": 1200,
                 "handshake_timeout": 60,
             },
+            output="master.out",
         )
-        self.config = home.ossecConf
-        self.socketPath = os.path.join(self.home, "queue", "cluster", "c-internal.sock")
-        self.output = os.path.join(self.home, "master.out")
+        self.profileTo = profileTo
+        self.backlog: int | None = None
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self) -> None:
-        twistdArgs = ["-n", "wazuhcluster", "--config", self.config]
+    def command(self) -> list[str]:
         if self.profileTo:
-            command = [sys.executable, "-c", PROFILED_MASTER, self.profileTo, *twistdArgs]
-        else:
-            command = [
-                sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                *twistdArgs,
-            ]
-        with open(self.output, "wb") as out:
-            self.process = subprocess.Popen(
-                command, cwd=self.home, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+            return [sys.executable, "-c", PROFILED_MASTER, self.profileTo, *self.twistdArguments()]
+        return super().command()
 
     def waitReady(self) -> None:
         """Wait until the port accepts and the control socket exists."""
-        deadline = time.monotonic() + MASTER_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"master exited early:\n{self.tail()}")
-            if os.path.exists(self.socketPath):
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError(f"master not ready in {MASTER_START_TIMEOUT}s:\n{self.tail()}")
-
-    def signal(self, signum: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signum)
+        self.waitListening()
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers; always removes the home."""
         try:
-            if self.process is not None and self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(5)
+            super().stop()
         finally:
             shutil.rmtree(self.home, ignore_errors=True)
 
-    def tail(self, lines: int = 20) -> str:
-        try:
-            with open(self.output, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return ""
-
     def logCount(self, needle: str) -> int:
         try:
-            with open(os.path.join(self.home, "logs", "cluster.log"), errors="replace") as f:
+            with open(self.log, errors="replace") as f:
                 return sum(needle in line for line in f)
         except OSError:
             return 0
@@ -452,7 +388,7 @@ async def keepAlivePhase(
     await keepAlives(reactor, protocols, min(1000, args.keepalives), 1, 10)  # warm-up
     runs = []
     for _ in range(args.repeat):
-        masterBefore, selfBefore = procCPU(master.pid), selfCPU()
+        masterBefore, selfBefore = master.cpu(), selfCPU()
         preciseBefore = procCPUPrecise(master.pid)
         count, wall = await keepAlives(
             reactor, protocols, args.keepalives, args.window, KEEPALIVE_PHASE_TIMEOUT
@@ -460,7 +396,7 @@ async def keepAlivePhase(
         runs.append({
             "count": count,
             "wall": wall,
-            "master": procCPU(master.pid) - masterBefore,
+            "master": master.cpu() - masterBefore,
             "precise": procCPUPrecise(master.pid) - preciseBefore,
             "bench": selfCPU() - selfBefore,
         })

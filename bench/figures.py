@@ -1,11 +1,21 @@
 """
 What the benchmarks share: a free port, percentiles, and the table of
 figures each prints as it goes and again at the end.
+
+Every benchmark imports this module before the daemon's: it puts the
+checkout on C{sys.path}, so that C{python bench/NAME.py} runs from a
+checkout without installing.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
 
 
 def freePort() -> int:

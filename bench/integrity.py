@@ -46,36 +46,26 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import pstats
 import random
 import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-# Let "python bench/integrity.py" run from a checkout without installing.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_REPO = os.path.dirname(_HERE)
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-from figures import Results, freePort, percentile  # noqa: E402  (bench/figures.py)
-from wazuhcluster.nodehome import writeNodeHome  # noqa: E402
-from wazuhcluster.sync.table import SyncTable  # noqa: E402
-
-CLUSTER = "benchcluster"
-MASTER_NAME = "bench-master"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-RULESET = Path(_REPO).parent / "shared" / "corpus" / "wazuh-ruleset"
+from figures import Results, freePort, percentile  # bench/figures.py
+from processes import (  # bench/processes.py
+    MASTER_NAME, LogWatcher, Node, dropTree, dumpTails, findPySpy, fmtBytes, machine, mb, printSpy,
+    stopAll,
+)
+from trees import rulesetProblem, writeRuleset  # bench/trees.py
+from wazuhcluster.sync.table import SyncTable
 
 #: The cycles the brief asks for, and nothing dropped for silence.
 FAST_OPTIONS = {
@@ -88,7 +78,6 @@ FAST_OPTIONS = {
 }
 
 #: Hard bounds, whatever the arguments say.
-NODE_START_TIMEOUT = 30.0
 FIRST_SCAN_TIMEOUT = 120.0
 FULL_SYNC_TIMEOUT = 300.0
 FAN_OUT_TIMEOUT = 90.0
@@ -104,43 +93,6 @@ LAG_INTERVAL = 0.005
 # Small helpers.
 
 
-
-def procStatusKB(pid: int, field: str) -> int | None:
-    """A C{kB} field (VmRSS, VmHWM) of /proc/PID/status, or None if gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def procCPU(pid: int) -> float | None:
-    """utime + stime of process C{pid} (all threads), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-
-def mb(kb: int | None) -> str:
-    return "?" if kb is None else f"{kb / 1024:.0f} MB"
-
-
-def fmtBytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 def run(command: list[str], timeout: float = COMMAND_TIMEOUT, **kwargs: Any) -> subprocess.CompletedProcess:
     return subprocess.run(command, timeout=timeout, check=True, **kwargs)
 
@@ -149,12 +101,6 @@ def timed(body: Callable[[], Any]) -> tuple[float, Any]:
     started = time.perf_counter()
     value = body()
     return time.perf_counter() - started, value
-
-
-def dropTree(path: str) -> None:
-    """Remove a tree and flush the deletions, so they do not weigh on what follows."""
-    shutil.rmtree(path, ignore_errors=True)
-    os.sync()
 
 
 # ---------------------------------------------------------------------------
@@ -272,98 +218,25 @@ def nodeWrapper(argv: list[str]) -> None:
     twistdRun()
 
 
-class Node:
-    """A master or worker in its own home, run by twistd in its own process."""
+class IntegrityNode(Node):
+    """
+    A node run under L{nodeWrapper} (C{integrity.py --_node}): a lag
+    monitor on its reactor if C{monitor}, cProfile if C{profile}, and the
+    time its reactor started running.
+    """
 
-    def __init__(
-        self,
-        home: str,
-        name: str,
-        nodeType: str,
-        key: str,
-        port: int,
-        *,
-        debug: bool = False,
-        monitor: bool = False,
-        profile: str = "none",
-    ) -> None:
-        self.home = home
-        self.name = name
-        self.nodeType = nodeType
-        self.port = port
-        self.debug = debug
+    startTimeout = 30.0
+
+    def __init__(self, home: str, name: str, nodeType: str, key: str, port: int, *, debug: bool = False,
+                 monitor: bool = False, profile: str = "none") -> None:
+        super().__init__(home, name, nodeType, key, port, FAST_OPTIONS, debug=debug)
         self.monitor = monitor
         self.profile = profile
-        self.config = writeNodeHome(
-            home, name, nodeType, key, port, clusterName=CLUSTER, options=FAST_OPTIONS
-        ).ossecConf
-        self.log = os.path.join(home, "logs", "cluster.log")
-        self.socketPath = os.path.join(home, "queue", "cluster", "c-internal.sock")
-        self.output = os.path.join(home, "node.out")
         self.outPrefix = os.path.join(home, "bench")
-        self.process: subprocess.Popen | None = None
-        self.startedAt = 0.0
-        self.startedWall = 0.0
-        self.peakRSS = 0
-        #: py-spy recording this node (all threads), when --profile finds py-spy.
-        self.spy: subprocess.Popen | None = None
-        self.spyOutput = self.outPrefix + ".spy.txt"
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self) -> None:
-        twistdArgs = ["-n", "wazuhcluster", "--config", self.config]
-        if self.debug:
-            twistdArgs.append("--debug")
-        command = [sys.executable, os.path.abspath(__file__), "--_node", self.outPrefix,
-                   "1" if self.monitor else "0", self.profile, *twistdArgs]
-        with open(self.output, "wb") as out:
-            self.startedAt = time.perf_counter()
-            self.startedWall = time.time()
-            self.process = subprocess.Popen(
-                command, cwd=self.home, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def startSpy(self, pyspy: str) -> None:
-        """Sample every thread of the node with py-spy (100 Hz, idle included) until L{stopSpy}."""
-        self.spy = subprocess.Popen(
-            [pyspy, "record", "--pid", str(self.pid), "--rate", "100", "--threads", "--idle",
-             "--format", "raw", "--output", self.spyOutput, "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        )
-
-    def stopSpy(self) -> None:
-        if self.spy is not None and self.spy.poll() is None:
-            self.spy.send_signal(signal.SIGINT)
-            try:
-                self.spy.wait(30)
-            except subprocess.TimeoutExpired:
-                self.spy.kill()
-                self.spy.wait(5)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def assertAlive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.tail()}")
-
-    def waitListening(self) -> None:
-        deadline = time.monotonic() + NODE_START_TIMEOUT
-        while time.monotonic() < deadline:
-            self.assertAlive()
-            if os.path.exists(self.socketPath):
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} not listening in {NODE_START_TIMEOUT}s:\n{self.tail()}")
+    def command(self) -> list[str]:
+        return [sys.executable, os.path.abspath(__file__), "--_node", self.outPrefix,
+                "1" if self.monitor else "0", self.profile, *self.twistdArguments()]
 
     def reactorRunningAfter(self) -> float | None:
         """Seconds from the start of the process to its reactor running (services started)."""
@@ -372,22 +245,6 @@ class Node:
                 return float(f.read()) - self.startedWall
         except (OSError, ValueError):
             return None
-
-    def sampleRSS(self) -> None:
-        if self.alive():
-            rss = procStatusKB(self.pid, "VmRSS")
-            if rss:
-                self.peakRSS = max(self.peakRSS, rss)
-
-    def hwm(self) -> int | None:
-        return procStatusKB(self.pid, "VmHWM") if self.alive() else None
-
-    def cpu(self) -> float | None:
-        return procCPU(self.pid) if self.alive() else None
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            os.kill(self.pid, signum)
 
     def window(self) -> dict[str, Any]:
         """End the measuring window (SIGUSR2); its lag summary, once written."""
@@ -403,71 +260,7 @@ class Node:
             time.sleep(0.05)
         return {}
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it lingers (and its py-spy)."""
-        self.stopSpy()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
 
-    def tail(self, lines: int = 15) -> str:
-        for path in (self.log, self.output):
-            try:
-                with open(path, errors="replace") as f:
-                    text = "".join(f.readlines()[-lines:])
-                if text:
-                    return text
-            except OSError:
-                pass
-        return ""
-
-
-class LogWatcher:
-    """Reads a growing cluster.log; notes when each wanted line first appeared."""
-
-    def __init__(self, path: str, t0: float) -> None:
-        self.path = path
-        self.t0 = t0
-        self.offset = 0
-        self.partial = ""
-        self.lines: list[tuple[float, str]] = []
-
-    def poll(self) -> list[str]:
-        try:
-            with open(self.path, errors="replace") as f:
-                f.seek(self.offset)
-                data = f.read()
-                self.offset = f.tell()
-        except OSError:
-            return []
-        if not data:
-            return []
-        now = time.perf_counter() - self.t0
-        text = self.partial + data
-        parts = text.split("\n")
-        self.partial = parts.pop()
-        for line in parts:
-            self.lines.append((now, line))
-        return parts
-
-    def first(self, needle: str | re.Pattern) -> tuple[float, str] | None:
-        for at, line in self.lines:
-            if (needle.search(line) if isinstance(needle, re.Pattern) else needle in line):
-                return at, line
-        return None
-
-    def all(self, needle: str | re.Pattern) -> list[tuple[float, str]]:
-        return [
-            (at, line) for at, line in self.lines
-            if (needle.search(line) if isinstance(needle, re.Pattern) else needle in line)
-        ]
-
-
-# "Received from the master: ..." or "Received from master NAME: ..." (both wordings seen).
 RECEIVED = re.compile(r"Received from (?:the )?master[^:]*: (\d+) files written, (\d+) deleted")
 SENT = re.compile(r"Integrity sync with worker (\S+): (\d+) files sent \((\d+) bytes compressed\)")
 COMPUTED = re.compile(r"Integrity computed: (\d+) files, (\d+) hashed, (\d+) unchanged, in ([0-9.]+) s")
@@ -495,13 +288,6 @@ def writeRandomFiles(home: str, count: int, seed: int = 1) -> list[str]:
             f.write(rng.randbytes(rng.randint(1024, 16 * 1024)))
         paths.append(path)
     return paths
-
-
-def writeRuleset(home: str) -> int:
-    """The real ruleset under HOME/etc/{rules,decoders,lists}; returns the file count."""
-    for part in ("rules", "decoders", "lists"):
-        shutil.copytree(RULESET / part, os.path.join(home, "etc", part), dirs_exist_ok=True)
-    return sum(len(files) for _, _, files in os.walk(os.path.join(home, "etc")))
 
 
 def writeAgents(home: str, count: int, seed: int = 2) -> None:
@@ -772,9 +558,9 @@ def fullSync(
     port = freePort()
     pyspy = findPySpy() if args.profile else None
     cProfiled = args.profile and pyspy is None
-    master = Node(masterHome, MASTER_NAME, "master", key, port, debug=True, monitor=True,
+    master = IntegrityNode(masterHome, MASTER_NAME, "master", key, port, debug=True, monitor=True,
                   profile="signal" if cProfiled else "none")
-    worker = Node(workerHome, f"bench-{label}-worker", "worker", key, port, debug=True, monitor=True,
+    worker = IntegrityNode(workerHome, f"bench-{label}-worker", "worker", key, port, debug=True, monitor=True,
                   profile="start" if cProfiled else "none")
     try:
         master.start()
@@ -850,8 +636,7 @@ def fullSync(
         dumpTails([master, worker])
         raise
     finally:
-        worker.stop()
-        master.stop()
+        stopAll([worker, master])
 
     connected = wlog.first("Successfully connected")
     check = wlog.first("Integrity check:")
@@ -911,52 +696,6 @@ def fullSync(
     dropTree(base)
 
 
-def findPySpy() -> str | None:
-    """py-spy beside this Python, or on PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
-    return beside if os.access(beside, os.X_OK) else shutil.which("py-spy")
-
-
-_IDLE = ("Condition.wait", "EPollReactor.doPoll", "select.epoll.poll")
-
-
-def dumpTails(nodes: Iterable[Node], lines: int = 12) -> None:
-    """After a failure: the end of each node's log (the trees are removed after)."""
-    for node in nodes:
-        print(f"\n-- last lines of {node.name} ({node.log}):\n{node.tail(lines)}", file=sys.stderr)
-
-
-def printSpy(path: str, title: str, top: int = 22) -> None:
-    """Where the samples of a py-spy raw recording went: busy leaf lines, and by thread."""
-    if not os.path.exists(path):
-        print(f"\n(no py-spy recording at {path})")
-        return
-    leaves: dict[str, int] = {}
-    threads: dict[str, list[int]] = {}
-    with open(path) as f:
-        for line in f:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack:
-                continue
-            frames = stack.split(";")
-            n = int(count)
-            thread = re.sub(r"^thread \(\d+\):? ?", "", frames[0]) or "?"
-            thread = "main" if "MainThread" in thread else ("pool" if "PoolThread" in thread else thread)
-            busy = not any(idle in frames[-1] for idle in _IDLE)
-            counts = threads.setdefault(thread, [0, 0])
-            counts[0] += n
-            counts[1] += n if busy else 0
-            if busy:
-                leaf = f"{thread:4} {frames[-1]}"
-                leaves[leaf] = leaves.get(leaf, 0) + n
-    print(f"\n== {title} (100 samples/s of every thread)")
-    for thread, (total, busy) in sorted(threads.items()):
-        print(f"  {thread}: {total / 100:.1f} s sampled, {busy / 100:.1f} s busy")
-    print("  busiest lines (seconds):")
-    for leaf, n in sorted(leaves.items(), key=lambda x: -x[1])[:top]:
-        print(f"  {n / 100:7.2f}  {leaf}")
-
-
 def printProfile(path: str, title: str) -> None:
     if not os.path.exists(path):
         print(f"\n(no profile at {path})")
@@ -1003,14 +742,14 @@ def sectionPropagation(top: str, args: argparse.Namespace, results: Results) -> 
     count = writeRuleset(masterHome)
     table = SyncTable.load()
     key, port = secrets.token_hex(16), freePort()
-    master = Node(masterHome, MASTER_NAME, "master", key, port)
-    workers = [Node(os.path.join(base, f"worker{i:02d}"), f"bench-prop-{i:02d}", "worker", key, port)
+    master = IntegrityNode(masterHome, MASTER_NAME, "master", key, port)
+    workers = [IntegrityNode(os.path.join(base, f"worker{i:02d}"), f"bench-prop-{i:02d}", "worker", key, port)
                for i in range(n)]
     rng = random.Random(4)
     try:
         master.start()
         master.waitListening()
-        deadline = time.monotonic() + NODE_START_TIMEOUT
+        deadline = time.monotonic() + master.startTimeout
         while master.reactorRunningAfter() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         results.add("master's start: listening / reactor running",
@@ -1104,9 +843,7 @@ def sectionPropagation(top: str, args: argparse.Namespace, results: Results) -> 
         dumpTails([master, *workers[:3]])
         raise
     finally:
-        for w in workers:
-            w.stop()
-        master.stop()
+        stopAll([*workers, master])
 
     changedRels = {f"etc/rules/{name}" for name in chosen}
     rewritten = 0
@@ -1140,35 +877,12 @@ def sectionPropagation(top: str, args: argparse.Namespace, results: Results) -> 
 
 # ---------------------------------------------------------------------------
 
-
-def machine(results: Results, top: str) -> None:
-    results.section("Machine")
-    import twisted
-
-    results.add("python", f"{platform.python_implementation()} {platform.python_version()}")
-    results.add("nproc", str(os.cpu_count()))
-    with open("/proc/meminfo") as f:
-        total = int(f.readline().split()[1])
-    results.add("memory", f"{total / 2**20:.1f} GiB")
-    results.add("platform", platform.platform())
-    results.add("twisted", twisted.__version__)
-    fs = subprocess.run(["df", "-T", top], capture_output=True, text=True).stdout.splitlines()[-1].split()
-    results.add("temporary trees", f"{top} ({fs[1]} on {fs[0]})")
-    for tool in ("md5sum", "cp"):
-        first = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.splitlines()
-        results.add(tool, first[0] if first else "?")
-    load = os.getloadavg()
-    results.add("load average at start", " / ".join(f"{v:.2f}" for v in load))
-    if load[0] > 1.0:
-        results.notes.append(f"the machine was busy at start (load {load[0]:.2f}): wall times suffer first")
-
-
 def main(args: argparse.Namespace) -> None:
     results = Results()
     top = tempfile.mkdtemp(prefix="wazuhcluster-bench-integrity-", dir=args.tmp)
     started = time.perf_counter()
     try:
-        machine(results, top)
+        machine(results, top, tools=("md5sum", "cp"))
         sections = set(args.sections.split(","))
         if sections & {"1", "2"}:
             home = sectionHashing(top, args, results)
@@ -1220,8 +934,9 @@ def parseArguments(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--changes from 1 to 100")
     if not 1 <= args.big_mb <= 4096:
         parser.error("--big-mb from 1 to 4096")
-    if not RULESET.is_dir():
-        parser.error(f"the Wazuh ruleset is not at {RULESET}")
+    problem = rulesetProblem()
+    if problem:
+        parser.error(problem)
     return args
 
 

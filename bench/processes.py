@@ -1,0 +1,436 @@
+"""
+What the benchmarks share about processes: the figures /proc gives of a
+process, a cluster node run by twistd in its own process and home, the
+reading of its growing cluster.log, py-spy recordings, and the machine's
+description.
+
+Every wait here is bounded in time; L{Node.stop} always ends the process
+(SIGTERM, then SIGKILL) and its py-spy.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+from figures import Results, freePort  # bench/figures.py: first, it puts the checkout on sys.path
+from wazuhcluster.nodehome import writeNodeHome
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CLUSTER = "benchcluster"
+MASTER_NAME = "bench-master"
+
+#: twistd in this Python, without relying on a C{twistd} script on PATH.
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+# ---------------------------------------------------------------------------
+# /proc figures of a process.
+
+
+def procStatusKB(pid: int, field: str) -> int | None:
+    """A C{kB} field (VmRSS, VmHWM) of /proc/PID/status, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def procCPU(pid: int) -> float | None:
+    """utime + stime of process C{pid} (all threads), in seconds, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # fields[0] is field 3 (state): utime is field 14, stime field 15.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def procUSS(pid: int) -> int | None:
+    """
+    The process's unique set size in kB (Private_Clean + Private_Dirty of
+    /proc/PID/smaps_rollup: what ending it would free), or None if gone.
+    """
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(("Private_Clean:", "Private_Dirty:", "Private_Hugetlb:")):
+                    total += int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+def procOpenFiles(pid: int) -> int | None:
+    """Entries of /proc/PID/fd (files, sockets, pipes, inotify...), or None if gone."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def mb(kb: int | None) -> str:
+    return "?" if kb is None else f"{kb / 1024:.0f} MB"
+
+
+def fmtBytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def dropTree(path: str) -> None:
+    """Remove a tree and flush the deletions, so they do not weigh on what follows."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.sync()
+
+
+# ---------------------------------------------------------------------------
+# A node as a real twistd process.
+
+
+class Node:
+    """
+    A master or worker in its own home (written by L{writeNodeHome}: the
+    API off), run by twistd in its own process and session.  Subclasses
+    change L{command} to run twistd under a wrapper.
+    """
+
+    #: Seconds L{waitListening} waits at the most.
+    startTimeout = 60.0
+
+    def __init__(
+        self,
+        home: str,
+        name: str,
+        nodeType: str,
+        key: str,
+        port: int,
+        options: Mapping[str, float | int] | None = None,
+        *,
+        debug: bool = False,
+        output: str = "node.out",
+    ) -> None:
+        self.home = home
+        self.name = name
+        self.nodeType = nodeType
+        self.key = key
+        self.port = port
+        self.debug = debug
+        self.config = writeNodeHome(
+            home, name, nodeType, key, port, clusterName=CLUSTER, options=options
+        ).ossecConf
+        self.log = os.path.join(home, "logs", "cluster.log")
+        self.socketPath = os.path.join(home, "queue", "cluster", "c-internal.sock")
+        self.output = os.path.join(home, output)
+        self.process: subprocess.Popen | None = None
+        self.startedAt = 0.0
+        self.startedWall = 0.0
+        self.peakRSS = 0
+        #: py-spy recording this node (all threads), if any.
+        self.spy: subprocess.Popen | None = None
+        self.spyOutput = os.path.join(home, "bench.spy.txt")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def twistdArguments(self) -> list[str]:
+        return ["-n", "wazuhcluster", "--config", self.config, *(["--debug"] if self.debug else [])]
+
+    def command(self) -> list[str]:
+        return [*TWISTD, *self.twistdArguments()]
+
+    def start(self) -> None:
+        with open(self.output, "wb") as out:
+            self.startedAt = time.perf_counter()
+            self.startedWall = time.time()
+            self.process = subprocess.Popen(
+                self.command(), cwd=self.home, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def assertAlive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.tail()}")
+
+    def waitListening(self, timeout: float | None = None) -> None:
+        """Until the node's control socket exists and its cluster port accepts."""
+        timeout = self.startTimeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.assertAlive()
+            if os.path.exists(self.socketPath):
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not listening in {timeout:g}s:\n{self.tail()}")
+
+    def cpu(self) -> float:
+        """utime + stime so far, in seconds (0 once the process is gone)."""
+        return (procCPU(self.pid) if self.alive() else None) or 0.0
+
+    def rss(self) -> int | None:
+        return procStatusKB(self.pid, "VmRSS") if self.alive() else None
+
+    def hwm(self) -> int | None:
+        return procStatusKB(self.pid, "VmHWM") if self.alive() else None
+
+    def uss(self) -> int | None:
+        return procUSS(self.pid) if self.alive() else None
+
+    def openFiles(self) -> int | None:
+        return procOpenFiles(self.pid) if self.alive() else None
+
+    def sampleRSS(self) -> None:
+        rss = self.rss()
+        if rss:
+            self.peakRSS = max(self.peakRSS, rss)
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            os.kill(self.pid, signum)
+
+    def startSpy(self, pyspy: str, output: str | None = None) -> None:
+        """Sample every thread of the node with py-spy (100 Hz, idle included) until L{stopSpy}."""
+        self.stopSpy()
+        self.spy = subprocess.Popen(
+            [pyspy, "record", "--pid", str(self.pid), "--rate", "100", "--threads", "--idle",
+             "--format", "raw", "--output", output or self.spyOutput, "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        )
+
+    def stopSpy(self) -> None:
+        if self.spy is not None and self.spy.poll() is None:
+            self.spy.send_signal(signal.SIGINT)
+            try:
+                self.spy.wait(30)
+            except subprocess.TimeoutExpired:
+                self.spy.kill()
+                self.spy.wait(5)
+        self.spy = None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers (and its py-spy)."""
+        self.stopSpy()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def tail(self, lines: int = 15) -> str:
+        """The end of its cluster.log, or of what it printed if the log is empty."""
+        for path in (self.log, self.output):
+            try:
+                with open(path, errors="replace") as f:
+                    text = "".join(f.readlines()[-lines:])
+                if text:
+                    return text
+            except OSError:
+                pass
+        return ""
+
+
+class NodeCluster:
+    """
+    A master and C{layout.workers} workers in the homes of C{layout} (a
+    L{trees.AgentLayout}), each built by C{makeNode(home, name, type, key,
+    port)}, with one key and a free port.
+    """
+
+    def __init__(self, layout: Any, makeNode: Callable[[str, str, str, str, int], Node]) -> None:
+        self.layout = layout
+        key, self.port = secrets.token_hex(16), freePort()
+        self.master = makeNode(layout.masterHome, MASTER_NAME, "master", key, self.port)
+        self.workers = [makeNode(home, name, "worker", key, self.port)
+                        for home, name in zip(layout.workerHomes, layout.workerNames)]
+
+    @property
+    def nodes(self) -> list[Any]:
+        return [self.master, *self.workers]
+
+    def check(self) -> None:
+        """Raise if a node exited."""
+        for node in self.nodes:
+            node.assertAlive()
+
+    def stop(self) -> None:
+        stopAll([*self.workers, self.master])
+
+
+def stopAll(nodes: Iterable[Node]) -> None:
+    """Stop every node, even when stopping one fails."""
+    failure = None
+    for node in nodes:
+        try:
+            node.stop()
+        except BaseException as e:  # the others must still stop
+            failure = failure or e
+    if failure is not None:
+        raise failure
+
+
+def dumpTails(nodes: Iterable[Node], lines: int = 12) -> None:
+    """After a failure: the end of each node's log (the trees are removed after)."""
+    for node in nodes:
+        print(f"\n-- last lines of {node.name} ({node.log}):\n{node.tail(lines)}", file=sys.stderr)
+
+
+class LogWatcher:
+    """
+    Reads a growing cluster.log; keeps each line with when the bench read it
+    (C{time.perf_counter()} less C{t0}).
+    """
+
+    def __init__(self, path: str, t0: float = 0.0) -> None:
+        self.path = path
+        self.t0 = t0
+        self.offset = 0
+        self.partial = ""
+        self.lines: list[tuple[float, str]] = []
+
+    def poll(self) -> list[str]:
+        """Read what was added; the new whole lines."""
+        try:
+            with open(self.path, errors="replace") as f:
+                f.seek(self.offset)
+                data = f.read()
+                self.offset = f.tell()
+        except OSError:
+            return []
+        if not data:
+            return []
+        now = time.perf_counter() - self.t0
+        parts = (self.partial + data).split("\n")
+        self.partial = parts.pop()
+        self.lines.extend((now, line) for line in parts)
+        return parts
+
+    def all(self, needle: str | re.Pattern) -> list[tuple[float, str]]:
+        return self.since(float("-inf"), needle)
+
+    def first(self, needle: str | re.Pattern) -> tuple[float, str] | None:
+        found = self.all(needle)
+        return found[0] if found else None
+
+    def since(self, start: float, needle: str | re.Pattern) -> list[tuple[float, str]]:
+        """The lines read at or after C{start} that hold C{needle} (a string or a pattern)."""
+        return [
+            (at, line) for at, line in self.lines
+            if at >= start and (needle.search(line) if isinstance(needle, re.Pattern) else needle in line)
+        ]
+
+
+# ---------------------------------------------------------------------------
+# py-spy.
+
+
+#: Leaf frames of a thread that waits (not counted as busy).
+SPY_IDLE = ("Condition.wait", "EPollReactor.doPoll", "select.epoll.poll")
+
+#: The same, with the thread pool's idle workers.
+SPY_IDLE_POOL = (*SPY_IDLE, "_worker (concurrent", "lock.acquire")
+
+
+def findPySpy() -> str | None:
+    """py-spy beside this Python, or on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    return beside if os.access(beside, os.X_OK) else shutil.which("py-spy")
+
+
+def printSpy(path: str, title: str, top: int = 22, idle: tuple[str, ...] = SPY_IDLE,
+             functions: bool = False) -> None:
+    """
+    Where the samples of a py-spy raw recording went: by thread, the busiest
+    leaf lines, and (C{functions}) the daemon's functions on the stack.
+    """
+    if not os.path.exists(path):
+        print(f"\n(no py-spy recording at {path})")
+        return
+    leaves: dict[str, int] = {}
+    daemon: dict[str, int] = {}
+    threads: dict[str, list[int]] = {}
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            frames = stack.split(";")
+            n = int(count)
+            thread = re.sub(r"^thread \(\d+\):? ?", "", frames[0]) or "?"
+            thread = "main" if "MainThread" in thread else ("pool" if "PoolThread" in thread else thread)
+            busy = not any(word in frames[-1] for word in idle)
+            counts = threads.setdefault(thread, [0, 0])
+            counts[0] += n
+            counts[1] += n if busy else 0
+            if busy:
+                leaf = f"{thread:4} {frames[-1]}"
+                leaves[leaf] = leaves.get(leaf, 0) + n
+                for frame in set(frames[1:]):
+                    if "wazuhcluster" in frame:
+                        daemon[frame] = daemon.get(frame, 0) + n
+    print(f"\n== {title} (100 samples/s of every thread)")
+    for thread, (total, busy) in sorted(threads.items()):
+        print(f"  {thread}: {total / 100:.1f} s sampled, {busy / 100:.1f} s busy")
+    print("  busiest lines (seconds):")
+    for leaf, n in sorted(leaves.items(), key=lambda x: -x[1])[:top]:
+        print(f"  {n / 100:7.2f}  {leaf}")
+    if functions:
+        print("  daemon functions on the stack when busy (seconds, inclusive):")
+        for frame, n in sorted(daemon.items(), key=lambda x: -x[1])[:top]:
+            print(f"  {n / 100:7.2f}  {frame}")
+
+
+# ---------------------------------------------------------------------------
+# The machine.
+
+
+def machine(results: Results, top: str, tools: Iterable[str] = ()) -> None:
+    """The "Machine" section: Python, cores, memory, platform, Twisted, where the trees go, the load."""
+    results.section("Machine")
+    import twisted
+
+    results.add("python", f"{platform.python_implementation()} {platform.python_version()}")
+    results.add("nproc", str(os.cpu_count()))
+    with open("/proc/meminfo") as f:
+        total = int(f.readline().split()[1])
+    results.add("memory", f"{total / 2**20:.1f} GiB")
+    results.add("platform", platform.platform())
+    results.add("twisted", twisted.__version__)
+    fs = subprocess.run(["df", "-T", top], capture_output=True, text=True).stdout.splitlines()[-1].split()
+    results.add("temporary trees", f"{top} ({fs[1]} on {fs[0]})")
+    for tool in tools:
+        first = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.splitlines()
+        results.add(tool, first[0] if first else "?")
+    load = os.getloadavg()
+    results.add("load average at start", " / ".join(f"{v:.2f}" for v in load))
+    if load[0] > 1.0:
+        results.notes.append(f"the machine was busy at start (load {load[0]:.2f}): wall times suffer first")
