@@ -60,8 +60,8 @@ from typing import Any
 
 from figures import Results, percentile  # bench/figures.py
 from processes import (  # bench/processes.py
-    MASTER_NAME, SPY_IDLE_POOL, LogWatcher, Node, NodeCluster, dropTree, dumpTails, findPySpy, fmtBytes,
-    machine, mb, printSpy,
+    MASTER_NAME, SPY_IDLE_POOL, LogWatcher, Node, NodeCluster, dropTree, dumpTails, exitOnTerminate,
+    findPySpy, fmtBytes, machine, mb, printSpy,
 )
 from trees import AgentLayout, agentIP, agentName, countStatuses, statusName, writeStatus  # bench/trees.py
 from wazuhcluster.agents.agentinfo import keepAliveText
@@ -657,6 +657,7 @@ def controlTimings(cluster: Cluster, results: Results, pyspy: str | None) -> Non
 
 
 def main(args: argparse.Namespace) -> None:
+    exitOnTerminate()
     results = Results()
     top = tempfile.mkdtemp(prefix="wazuhcluster-bench-agents-", dir=args.tmp)
     started = time.perf_counter()

@@ -61,8 +61,8 @@ from typing import Any, Callable
 
 from figures import Results, freePort, percentile  # bench/figures.py
 from processes import (  # bench/processes.py
-    MASTER_NAME, LogWatcher, Node, dropTree, dumpTails, findPySpy, fmtBytes, machine, mb, printSpy,
-    stopAll,
+    MASTER_NAME, LogWatcher, Node, dropTree, dumpTails, exitOnTerminate, findPySpy, fmtBytes, machine, mb,
+    printSpy, stopAll,
 )
 from trees import rulesetProblem, writeRuleset  # bench/trees.py
 from wazuhcluster.sync.table import SyncTable
@@ -878,6 +878,7 @@ def sectionPropagation(top: str, args: argparse.Namespace, results: Results) -> 
 # ---------------------------------------------------------------------------
 
 def main(args: argparse.Namespace) -> None:
+    exitOnTerminate()
     results = Results()
     top = tempfile.mkdtemp(prefix="wazuhcluster-bench-integrity-", dir=args.tmp)
     started = time.perf_counter()

@@ -286,6 +286,15 @@ class NodeCluster:
         stopAll([*self.workers, self.master])
 
 
+def exitOnTerminate() -> None:
+    """
+    Make SIGTERM (C{kill}, C{timeout}) raise SystemExit in the bench, so that
+    its C{finally} blocks stop the nodes and remove the trees; the nodes run
+    in sessions of their own and would outlive it otherwise.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def stopAll(nodes: Iterable[Node]) -> None:
     """Stop every node, even when stopping one fails."""
     failure = None

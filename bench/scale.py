@@ -3,9 +3,14 @@
 Scale benchmark of the cluster daemon, as Wazuh's own performance suite
 measures a cluster: one master, 10 and then 25 workers, 50,000 agents.
 
-    python bench/scale.py [--workers 10,25] [--agents 50000] [--period 2]
-                          [--stable-minutes 3] [--change 0.01]
+    python bench/scale.py [--workers 10,25] [--agents 50000] [--tmp /dev/shm]
+                          [--stable-minutes 3] [--change 0.01] [--period S]
                           [--soak MINUTES [--soak-slope 10]] [--profile]
+                          [--keep-logs DIR]
+
+The nodes' periods are Wazuh's defaults (sync_integrity 9 s,
+recalculate_integrity 8 s, sync_agent_info 10 s), which its suite runs
+with; C{--period S} shortens all three (the output then says so).
 
 For each worker count, a fresh cluster of real C{twistd -n wazuhcluster}
 processes on 127.0.0.1, each node in its own temporary home:
@@ -36,7 +41,10 @@ writes one JSON line per task to C{HOME/bench-tasks.jsonl} (the daemon does
 not log a duration for these tasks); the master's own integrity computation
 comes from its debug line "Integrity computed: ... in T s" in
 C{logs/cluster.log}, and the workers' "Files in sync with the master" debug
-lines end the setup phase.  Nodes run with C{--debug}.
+lines end the setup phase.  Nodes run with C{--debug}.  The wrapper also
+records how late each node's reactor runs.  Before each cluster starts, the
+bench measures in its own process what one integrity check costs the master
+(decoding a worker's manifest, its memory, the comparison).
 
 C{--soak MINUTES} (off by default, at most 60) goes on with the stable phase
 of the last worker count for that long, takes the mean of the master's
@@ -65,7 +73,8 @@ from typing import Any
 
 from figures import Results  # bench/figures.py
 from processes import (  # bench/processes.py
-    SPY_IDLE_POOL, LogWatcher, Node, NodeCluster, dropTree, dumpTails, findPySpy, machine, mb, printSpy,
+    MASTER_NAME, SPY_IDLE_POOL, LogWatcher, Node, NodeCluster, dropTree, dumpTails, exitOnTerminate,
+    findPySpy, machine, mb, printSpy,
 )
 from trees import (  # bench/trees.py
     AgentLayout, agentIP, agentName, countStatuses, rulesetProblem, statusName, writeRuleset, writeStatus,
@@ -126,6 +135,10 @@ FIRST_SCAN_TIMEOUT = 300.0
 SETUP_TIMEOUT = 1800.0
 SETTLE_TIMEOUT = 120.0
 SAMPLE_EVERY = 1.0
+
+#: The nodes' reactor lateness: how often it is checked, and from what lateness a second is recorded.
+LAG_INTERVAL = 0.1
+LAG_RECORDED = 0.05
 
 #: How far above the first half's largest sample the last must be to count as growth (MB).
 SOAK_MARGIN_MB = 1.0
@@ -197,7 +210,9 @@ def installTaskTimers(path: str, nodeName: str) -> None:
        answer (its scan, the manifest sent, the comparison);
      - worker, integrity sync: the wait for the master's files, received and
        put in place (L{WorkerIntegrity._waitForBundle});
-     - worker, agent-info sync: L{WorkerAgentInfo.sync} when it sent statuses.
+     - worker, agent-info sync: L{WorkerAgentInfo.sync} when it sent statuses;
+     - and "lag": each second in which the reactor ran a 0.1 s LoopingCall
+       at least 50 ms late, with the worst lateness of that second.
     """
     from wazuhcluster.sync import masteragentinfo, masterintegrity, workeragentinfo, workerintegrity
 
@@ -297,6 +312,26 @@ def installTaskTimers(path: str, nodeName: str) -> None:
         return sent
 
     workeragentinfo.WorkerAgentInfo.sync = agentInfoSyncTimed
+
+    # The reactor's lateness: a LoopingCall every LAG_INTERVAL; each second in
+    # which a tick ran at least LAG_RECORDED late is one line ("lag", its worst).
+    from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
+
+    lag = {"expected": 0.0, "worst": 0.0, "window": time.time()}
+
+    def tick() -> None:
+        now = time.monotonic()
+        if lag["expected"]:
+            lag["worst"] = max(lag["worst"], now - lag["expected"])
+        lag["expected"] = now + LAG_INTERVAL
+        if time.time() - lag["window"] >= 1.0:
+            if lag["worst"] >= LAG_RECORDED:
+                record("lag", "master" if nodeName == MASTER_NAME else "worker", nodeName,
+                       (lag["window"], 0.0), seconds=lag["worst"])
+            lag["worst"], lag["window"] = 0.0, time.time()
+
+    reactor.callWhenRunning(LoopingCall(tick).start, LAG_INTERVAL, False)
 
 
 class ScaleNode(Node):
@@ -546,6 +581,16 @@ def reportResources(results: Results, cluster: Cluster, t0: float, t1: float, ph
         summary[(key, "machine")] = share
 
 
+def reportLag(results: Results, tasks: list[dict[str, Any]]) -> None:
+    """How late the nodes' reactors ran (a 0.1 s LoopingCall in each node): the worst, and the seconds over 1 s late."""
+    for side in ("master", "worker"):
+        late = [t["seconds"] for t in tasks if t["task"] == "lag" and t["side"] == side]
+        worst = max(late, default=0.0)
+        results.add(f"reactor lateness, {'master' if side == 'master' else 'workers'}",
+                    f"worst **{worst:.2f} s**; {sum(v >= 1.0 for v in late)} seconds with a tick over 1 s late,"
+                    f" {sum(v >= 0.1 for v in late)} over 0.1 s")
+
+
 def reportLocalIntegrity(results: Results, cluster: Cluster, t0: float, t1: float) -> None:
     """The master's own integrity computation ("Integrity computed ... in T s", its debug log)."""
     watcher = cluster.master.watcher
@@ -577,6 +622,65 @@ def reportProblems(results: Results, cluster: Cluster, workers: int) -> None:
 
 # ---------------------------------------------------------------------------
 # The phases.
+
+
+def baseline(layout: Layout, results: Results) -> dict[str, float]:
+    """
+    What one integrity check costs, in this process, on the master's own
+    tree: a worker's scan (warm: nothing hashed) and its manifest encoded;
+    the master's decoding of it (in the daemon, on its reactor thread, as
+    the stream's pieces arrive), the memory the decoded manifest holds, and
+    the comparison (in a thread).  Median CPU of 3, then one decode under
+    tracemalloc.
+    """
+    import tracemalloc
+
+    from wazuhcluster.sync.compare import compare
+    from wazuhcluster.sync.manifest import ManifestDecoder, encodeManifest
+    from wazuhcluster.sync.scan import IntegrityScanner
+    from wazuhcluster.sync.table import SyncTable
+
+    table = SyncTable.load()
+    scanner = IntegrityScanner(layout.masterHome, table)
+    scanner.scan()  # cold: every file hashed once
+
+    def cpu(body: Any) -> tuple[float, Any]:
+        times, value = [], None
+        for _ in range(3):
+            started = time.process_time()
+            value = body()
+            times.append(time.process_time() - started)
+        return statistics.median(times), value
+
+    def decode(pieces: list[bytes]) -> Any:
+        decoder = ManifestDecoder()
+        for piece in pieces:
+            decoder.feed(piece)
+        return decoder.finish()
+
+    scanCPU, scan = cpu(scanner.scan)
+    encodeCPU, pieces = cpu(lambda: list(encodeManifest(scan.files)))
+    decodeCPU, decoded = cpu(lambda: decode(pieces))
+    compareCPU, comparison = cpu(lambda: compare(scan.files, decoded, table, scan.unstable))
+    if not comparison.inSync:
+        raise RuntimeError("the master's own manifest does not compare in sync with itself")
+    decoded = comparison = None
+    tracemalloc.start()
+    kept = decode(pieces)
+    held = tracemalloc.get_traced_memory()[0] / 2**20
+    tracemalloc.stop()
+    del kept
+    files = len(scan.files)
+    results.add("in this process, before the cluster: a worker's scan, warm (nothing hashed) / its manifest encoded",
+                f"{scanCPU:.3f} / {encodeCPU:.3f} s CPU; {files:,} files, {sum(map(len, pieces)) / 2**20:.1f} MB of"
+                f" JSON lines in {len(pieces)} pieces")
+    results.add("the master: one manifest decoded (on its reactor) / compared (in a thread)",
+                f"**{decodeCPU:.3f}** / {compareCPU:.3f} s CPU; the decoded manifest holds **{held:.1f} MB**"
+                f" (tracemalloc) until the comparison ends")
+    results.add(f"  x {layout.workers} workers whose checks arrive together",
+                f"{layout.workers * decodeCPU:.1f} s of the master's reactor,"
+                f" {layout.workers * held:.0f} MB held at once")
+    return {"decode": decodeCPU, "compare": compareCPU, "held": held, "scan": scanCPU}
 
 
 def startMaster(cluster: Cluster, results: Results) -> int:
@@ -651,6 +755,7 @@ def setupPhase(cluster: Cluster, files: int, results: Results, summary: dict[str
                 f"**{t1 - t0:.1f} s** (last worker in sync {max(inSync) - t0:.1f} s, last statuses sent"
                 f" {max(sent) - t0:.1f} s after the start)")
     reportTasks(results, cluster.tasks(t0, t1), "setup", W, summary)
+    reportLag(results, cluster.tasks(t0, t1))
     reportLocalIntegrity(results, cluster, t0, t1)
     reportResources(results, cluster, t0, t1, "setup", summary, (cpu1 - cpu0) / (t1 - t0))
     if pyspy:
@@ -734,6 +839,7 @@ def stablePhase(cluster: Cluster, args: argparse.Namespace, results: Results, su
                 f" the master {run['landed']:.1f} s after the touch" if run["landed"] is not None else
                 f"{run['cycles']}; the last cycle's statuses NOT all on the master after {SETTLE_TIMEOUT:.0f} s")
     reportTasks(results, cluster.tasks(run["t0"], run["t1"]), "stable", W, summary)
+    reportLag(results, cluster.tasks(run["t0"], run["t1"]))
     reportLocalIntegrity(results, cluster, run["t0"], run["t1"])
     reportResources(results, cluster, run["t0"], run["t1"], "stable", summary, bench)
     if pyspy:
@@ -813,6 +919,7 @@ def soak(cluster: Cluster, args: argparse.Namespace, results: Results, summary: 
     results.add("verdict", f"**{'KEEPS GROWING' if growing else 'bounded'}** (USS means; the least USS alone would"
                 f" say {'growing' if floorGrowing else 'bounded'}, RSS {'growing' if rssGrowing else 'bounded'})")
     reportTasks(results, cluster.tasks(run["t0"], run["t1"]), "stable", W, summary, "soak")
+    reportLag(results, cluster.tasks(run["t0"], run["t1"]))
     reportResources(results, cluster, run["t0"], run["t1"], "stable", summary, label="soak")
     summary["soak"] = (minutes, growing, why)
     return growing
@@ -834,6 +941,7 @@ def runScale(workers: int, args: argparse.Namespace, results: Results, pyspy: st
         results.add("trees", f"master: ruleset ({built['ruleset']} files under etc/), client.keys of"
                     f" {args.agents:,} lines, {args.agents:,} agent-groups files; {workers} fresh workers with"
                     f" {args.agents // workers:,} status files each; written in {built['seconds']:.1f} s")
+        baseline(layout, results)
         os.sync()
         cluster = Cluster(layout, periods(args))
         try:
@@ -905,6 +1013,7 @@ def printThresholds(summaries: dict[int, dict[str, Any]]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    exitOnTerminate()
     results = Results()
     started = time.perf_counter()
     pyspy = findPySpy() if args.profile else None
