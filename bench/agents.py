@@ -191,7 +191,7 @@ def baselines(layout: Layout, args: argparse.Namespace, results: Results) -> dic
 
     from wazuhcluster.home import WazuhHome
     from wazuhcluster.internal_options import InternalOptions
-    from wazuhcluster.sync.masteragentinfo import MasterAgentInfo
+    from wazuhcluster.master.agentinfo import MasterAgentInfo
 
     results.section("1. Baselines in this process: cp -a, and the master's apply step alone")
     out: dict[str, float] = {}

@@ -62,10 +62,10 @@ from processes import CLUSTER, MASTER_NAME, Node  # bench/processes.py
 
 import wazuhcluster
 from wazuhcluster.control.client import ControlClient
-from wazuhcluster.fleet import Fleet
+from wazuhcluster.master.fleet import Fleet
 from wazuhcluster.internal_options import InternalOptions
 from wazuhcluster.protocol.link import LinkSettings
-from wazuhcluster.protocol.master import WorkerConnection
+from wazuhcluster.master.connection import WorkerConnection
 from wazuhcluster.protocol.sealed import decodeBox
 from wazuhcluster.protocol.sealing import (
     WORKER_TO_MASTER,
@@ -74,7 +74,7 @@ from wazuhcluster.protocol.sealing import (
     rootKey,
     sealersFor,
 )
-from wazuhcluster.protocol.worker import MasterConnection, MasterConnectionFactory
+from wazuhcluster.worker.connection import MasterConnection, MasterConnectionFactory
 from wazuhcluster.protocol.workercommands import KeepAlive
 from wazuhcluster.tls import TLSMaterial, clientOptions, makeSelfSigned
 

@@ -456,7 +456,7 @@ def stallChild(home: str, out: str, warmRounds: int) -> None:
 
     from wazuhcluster.home import WazuhHome
     from wazuhcluster.internal_options import InternalOptions
-    from wazuhcluster.sync.masterintegrity import MasterIntegrity
+    from wazuhcluster.master.integrity import MasterIntegrity
 
     async def main(reactor: Any) -> None:
         integrity = MasterIntegrity(

@@ -214,7 +214,8 @@ def installTaskTimers(path: str, nodeName: str) -> None:
      - and "lag": each second in which the reactor ran a 0.1 s LoopingCall
        at least 50 ms late, with the worst lateness of that second.
     """
-    from wazuhcluster.sync import masteragentinfo, masterintegrity, workeragentinfo, workerintegrity
+    from wazuhcluster.master import agentinfo as masteragentinfo, integrity as masterintegrity
+    from wazuhcluster.worker import agentinfo as workeragentinfo, integrity as workerintegrity
 
     out = open(path, "a", buffering=1)
 

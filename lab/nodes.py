@@ -262,6 +262,7 @@ class Node:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.write_config(conf_text)
+        self.write_api_settings()
         assert len(str(self.control_socket)) <= MAX_UNIX_PATH, (
             f"the control socket path {self.control_socket} is longer than a UNIX socket"
             " path may be: run pytest with a shorter --basetemp"
@@ -315,6 +316,16 @@ class Node:
         (self.home / "etc").mkdir(parents=True, exist_ok=True)
         self.conf.write_text(conf_text if conf_text is not None else ossec_conf(self.conf_section()))
         self.internal_options.write_text(internal_options_text(self.options))
+
+    def write_api_settings(self) -> None:
+        """
+        Turn the node's API off unless a test wrote its own api.yaml: the
+        default port, 55000, may be another program's on this machine.
+        """
+        settings = self.home / "api" / "configuration" / "api.yaml"
+        if not settings.exists():
+            settings.parent.mkdir(parents=True, exist_ok=True)
+            settings.write_text("enabled: no\n")
 
     # The process.
 
@@ -589,7 +600,7 @@ import sys
 from twisted.internet import reactor
 from twisted.logger import Logger, globalLogBeginner
 
-import wazuhcluster.sync.masterintegrity as masterintegrity
+import wazuhcluster.master.integrity as masterintegrity
 from wazuhcluster.logs import clusterLogObserver, openLogFile
 from wazuhcluster.node import loadNode, makeNodeService
 

@@ -29,18 +29,18 @@ from .api.settings import ApiSettings, loadApiSettings
 from .agents.registry import AgentRegistry
 from .config import ClusterConfig, ConfigError, load_cluster_config
 from .control.server import controlSocketService
-from .fleet import Fleet, FleetView
+from .master.fleet import Fleet, FleetView
 from .home import WazuhHome
 from .internal_options import InternalOptions, load_internal_options
-from .masterlink import MasterLink
+from .worker.masterlink import MasterLink
 from .protocol.link import LinkSettings
-from .protocol.master import WorkerConnectionFactory
+from .master.connection import WorkerConnectionFactory
 from .stats import NodeStats
-from .sync.masteragentinfo import MasterAgentInfo
-from .sync.masterintegrity import MasterIntegrity
+from .master.agentinfo import MasterAgentInfo
+from .master.integrity import MasterIntegrity
 from .sync.table import SyncTable
-from .sync.workeragentinfo import WorkerAgentInfo
-from .sync.workerintegrity import WorkerIntegrity
+from .worker.agentinfo import WorkerAgentInfo
+from .worker.integrity import WorkerIntegrity
 from .tls import clientOptions, loadTLSMaterial, serverOptions
 
 

@@ -171,7 +171,7 @@ from wazuhcluster.protocol.sealing import rootKey  # noqa: E402
 from wazuhcluster.protocol.stream import (  # noqa: E402
     CHUNK_SIZE, WINDOW, StreamAbort, StreamChunk, StreamClose, StreamOpen,
 )
-from wazuhcluster.protocol.worker import HandshakeFailed, MasterConnectionFactory  # noqa: E402
+from wazuhcluster.worker.connection import HandshakeFailed, MasterConnectionFactory  # noqa: E402
 from wazuhcluster.protocol.workercommands import Authenticate, Hello, KeepAlive  # noqa: E402
 from wazuhcluster.sync.bundle import BundleWriter  # noqa: E402
 from wazuhcluster.sync.manifest import FileEntry, encodeManifest  # noqa: E402

@@ -19,10 +19,10 @@ from twisted.test import iosim
 
 from wazuhcluster import __version__
 from wazuhcluster.config import ClusterConfig
-from wazuhcluster.fleet import Fleet
+from wazuhcluster.master.fleet import Fleet
 from wazuhcluster.internal_options import InternalOptions
 from wazuhcluster.protocol.link import LinkSettings
-from wazuhcluster.protocol.master import WorkerConnectionFactory
+from wazuhcluster.master.connection import WorkerConnectionFactory
 from wazuhcluster.tls import TLSMaterial, clientOptions, serverOptions
 
 from .certs import selfSigned
@@ -115,7 +115,7 @@ class MemoryNetwork:
         """
         from twisted.internet.defer import Deferred
 
-        from wazuhcluster.protocol.worker import MasterConnectionFactory
+        from wazuhcluster.worker.connection import MasterConnectionFactory
 
         connection = self.connect(
             master.factory, master.settings.tls, MasterConnectionFactory(worker, self.clock, sinksFor), worker.tls, clientHost

@@ -28,8 +28,8 @@ from wazuhcluster.home import WazuhHome
 from wazuhcluster.protocol.agentcommands import ListAgents, RegistryRefused
 from wazuhcluster.protocol.stream import StreamFailed, StreamRefused, chunksOf
 from wazuhcluster.sync.bundle import BundleWriter
-from wazuhcluster.sync.masteragentinfo import MasterAgentInfo
-from wazuhcluster.sync.workeragentinfo import WorkerAgentInfo
+from wazuhcluster.master.agentinfo import MasterAgentInfo
+from wazuhcluster.worker.agentinfo import WorkerAgentInfo
 
 KEY = "c" * 64
 NOW = 1_800_000_000.0

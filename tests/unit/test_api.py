@@ -22,7 +22,7 @@ from wazuhcluster.api.router import ApiResource, Route
 from wazuhcluster.api.settings import loadApiSettings
 from wazuhcluster.config import ConfigError
 from wazuhcluster.home import WazuhHome
-from wazuhcluster.protocol.worker import MasterConnectionFactory
+from wazuhcluster.worker.connection import MasterConnectionFactory
 from wazuhcluster.stats import NodeStats
 
 ITEMS = [

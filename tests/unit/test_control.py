@@ -22,10 +22,10 @@ from wazuhcluster.agents.agentinfo import writeAgentInfo
 from wazuhcluster.control.list_agents import ListAgentsAction, parseStatuses
 from wazuhcluster.control.list_nodes import ListNodesAction
 from wazuhcluster.control.server import ControlProtocol
-from wazuhcluster.fleet import FleetView
+from wazuhcluster.master.fleet import FleetView
 from wazuhcluster.home import WazuhHome
 from wazuhcluster.protocol.nodeinfo import PAGE_SIZE
-from wazuhcluster.sync.masteragentinfo import MasterAgentInfo
+from wazuhcluster.master.agentinfo import MasterAgentInfo
 
 
 class ControlHarness(SynchronousTestCase):

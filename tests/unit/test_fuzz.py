@@ -15,7 +15,7 @@ behind when it refuses.  Covered:
    table's path policy, on valid bundles from L{BundleWriter} then mutated
    (bit flips, cuts, insertions, re-chunking), random bytes and compressed
    random records (bombs included);
- - L{wazuhcluster.sync.masteragentinfo.StatusInbox} behind a
+ - L{wazuhcluster.master.agentinfo.StatusInbox} behind a
    L{BundleReader}, then the master applying what it kept;
  - L{wazuhcluster.sync.manifest.ManifestDecoder},
    L{wazuhcluster.sync.transfer.PathListSink} and C{jsonObject};
@@ -84,12 +84,12 @@ from wazuhcluster.internal_options import (
 from wazuhcluster.protocol import agentcommands, mastercommands, nodeinfo, stream, workercommands
 from wazuhcluster.protocol.sealed import MAX_KEYS_PER_BOX, SEALED_KEY, ProtocolViolation, decodeBox
 from wazuhcluster.protocol.sealing import SEAL_OVERHEAD, SealingError, rootKey, sealersFor
-from wazuhcluster.protocol.worker import MasterConnectionFactory
+from wazuhcluster.worker.connection import MasterConnectionFactory
 from wazuhcluster.protocol.workercommands import KeepAlive
 from wazuhcluster.sync import bundle as bundleModule
 from wazuhcluster.sync.bundle import BundleError, BundleReader, BundleWriter, Limits
 from wazuhcluster.sync.manifest import FileEntry, ManifestDecoder, ManifestError, encodeManifest
-from wazuhcluster.sync.masteragentinfo import AGENT_INFO_LIMITS, MasterAgentInfo, StatusInbox
+from wazuhcluster.master.agentinfo import AGENT_INFO_LIMITS, MasterAgentInfo, StatusInbox
 from wazuhcluster.sync.stager import TEMPORARY_PREFIX, Stager, StagingError
 from wazuhcluster.sync.table import SyncTable, UnsafePath
 from wazuhcluster.sync.transfer import PathListSink, jsonObject, pathLines

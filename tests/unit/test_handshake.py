@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support.certs import selfSigned
 from tests.support.memorynet import OTHER_KEY, MasterHarness, MemoryNetwork, settings
 from wazuhcluster.protocol.sealed import SEALED_KEY, SealedAMP
-from wazuhcluster.protocol.worker import HandshakeFailed, MasterConnectionFactory
+from wazuhcluster.worker.connection import HandshakeFailed, MasterConnectionFactory
 from wazuhcluster.protocol.workercommands import Hello, KeepAlive
 
 

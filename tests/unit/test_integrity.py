@@ -21,9 +21,9 @@ from tests.unit.test_handshake import LogCapture
 from wazuhcluster.home import WazuhHome
 from wazuhcluster.protocol.stream import chunksOf
 from wazuhcluster.sync.bundle import BundleWriter
-from wazuhcluster.sync.masterintegrity import MasterIntegrity
+from wazuhcluster.master.integrity import MasterIntegrity
 from wazuhcluster.sync.table import SyncTable
-from wazuhcluster.sync.workerintegrity import WorkerIntegrity
+from wazuhcluster.worker.integrity import WorkerIntegrity
 
 KEY = "b" * 64
 

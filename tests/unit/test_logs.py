@@ -61,7 +61,7 @@ class ObserverTests(SynchronousTestCase):
     def emitAll(self, debug: bool) -> str:
         out = io.StringIO()
         publisher = LogPublisher(clusterLogObserver(out, debug))
-        ours = Logger(namespace="wazuhcluster.fleet", observer=publisher)
+        ours = Logger(namespace="wazuhcluster.master.fleet", observer=publisher)
         twisted = Logger(namespace="twisted.protocols.amp", observer=publisher)
         ours.debug("our debug")
         ours.info("our info")

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.memorynet import FAST, MasterHarness, MemoryEndpoint, MemoryNetwork, settings
 from tests.unit.test_handshake import LogCapture
-from wazuhcluster.masterlink import MasterLink, retryPolicy
+from wazuhcluster.worker.masterlink import MasterLink, retryPolicy
 from wazuhcluster.protocol.nodeinfo import NotConnectedToMaster
 
 

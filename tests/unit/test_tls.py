@@ -15,7 +15,7 @@ from tests.support.certs import Authority, writePEM
 from tests.support.memorynet import MasterHarness, MemoryNetwork, settings
 from wazuhcluster.config import ClusterConfig, ConfigError
 from wazuhcluster.home import WazuhHome
-from wazuhcluster.protocol.worker import HandshakeFailed
+from wazuhcluster.worker.connection import HandshakeFailed
 from wazuhcluster.tls import (
     PeerIdentityError,
     checkPeerIdentity,

@@ -31,13 +31,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .protocol.agentcommands import ListAgents
-from .protocol.link import LinkSettings
-from .protocol.nodeinfo import AsksAboutNodes, NotConnectedToMaster
-from .protocol.stream import SinkFactory
-from .protocol.worker import HandshakeFailed, MasterConnection, MasterConnectionFactory
-from .protocol.workercommands import KeepAlive
-from .stats import NodeStats
+from ..protocol.agentcommands import ListAgents
+from ..protocol.link import LinkSettings
+from ..protocol.nodeinfo import AsksAboutNodes, NotConnectedToMaster
+from ..protocol.stream import SinkFactory
+from .connection import HandshakeFailed, MasterConnection, MasterConnectionFactory
+from ..protocol.workercommands import KeepAlive
+from ..stats import NodeStats
 
 
 def retryPolicy(connectionRetry: float, jitter: Callable[[], float] = random.random) -> Callable[[int], float]:

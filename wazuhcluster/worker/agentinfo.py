@@ -29,8 +29,8 @@ from ..agents.agentinfo import AGENT_INFO_FOLDER, parseStatusFileName
 from ..home import WazuhHome
 from ..internal_options import InternalOptions
 from ..stats import NodeStats
-from .bundle import BundleWriter
-from .transfer import jsonObject
+from ..sync.bundle import BundleWriter
+from ..sync.transfer import jsonObject
 
 #: What identifies one version of a status file: modification time (ns) and size.
 Version = tuple[int, int]

@@ -36,14 +36,14 @@ from ..internal_options import InternalOptions
 from ..protocol.mastercommands import IntegrityChanged
 from ..protocol.stream import SinkFactory, chunksOf
 from ..stats import NodeStats
-from .bundle import BundleWriter, Limits
-from .compare import Comparison, compare
-from .manifest import FileEntry, ManifestDecoder
-from .scan import IntegrityScanner, ScanResult
-from .stager import Stager
-from .status import IntegrityStatus
-from .table import SyncTable, UnsafePath
-from .transfer import MAX_BUNDLE_BYTES, MAX_MANIFEST_BYTES, BundleSink, jsonObject, pathLines
+from ..sync.bundle import BundleWriter, Limits
+from ..sync.compare import Comparison, compare
+from ..sync.manifest import FileEntry, ManifestDecoder
+from ..sync.scan import IntegrityScanner, ScanResult
+from ..sync.stager import Stager
+from ..sync.status import IntegrityStatus
+from ..sync.table import SyncTable, UnsafePath
+from ..sync.transfer import MAX_BUNDLE_BYTES, MAX_MANIFEST_BYTES, BundleSink, jsonObject, pathLines
 
 RunInThread = Callable[..., Deferred]
 

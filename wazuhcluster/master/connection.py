@@ -12,7 +12,7 @@ said a word.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -24,14 +24,14 @@ from twisted.python.failure import Failure
 from ..tls import channelBinding, peerCertificate
 from ..agents.registration import Registration, RegistrationResponders
 from ..api.nodecalls import NodeCallResponders
-from .agentcommands import ListAgents, RegistryRefused
-from .link import LinkSettings
-from .mastercommands import Ping
-from .nodeinfo import GetHealth, ListNodes, pageOf
-from .sealed import SealedAMP
-from .stream import SinkFactory, StreamEndpoint, StreamResponders
-from .sealing import keyProof, proofMatches, sealersFor
-from .workercommands import (
+from ..protocol.agentcommands import ListAgents, RegistryRefused
+from ..protocol.link import LinkSettings
+from ..protocol.mastercommands import Ping
+from ..protocol.nodeinfo import GetHealth, ListNodes, pageOf
+from ..protocol.sealed import SealedAMP
+from ..protocol.stream import SinkFactory, StreamEndpoint, StreamResponders
+from ..protocol.sealing import keyProof, proofMatches, sealersFor
+from ..protocol.workercommands import (
     NONCE_SIZE,
     Authenticate,
     Hello,
@@ -41,8 +41,30 @@ from .workercommands import (
     ProveKey,
 )
 
-if TYPE_CHECKING:
-    from ..fleet import Fleet
+class Admission(Protocol):
+    """
+    What a worker's connection asks of the master's set of workers (the
+    L{Fleet <wazuhcluster.master.fleet.Fleet>}): it is handed one, as a
+    Twisted protocol is handed its factory, so neither module imports the
+    other.
+    """
+
+    stats: Any
+
+    async def admit(
+        self, connection: "WorkerConnection", clusterName: str, nodeName: str, nodeType: str, version: str
+    ) -> None: ...
+
+    def leave(self, connection: "WorkerConnection") -> bool: ...
+
+    def nodes(self) -> list[Any]: ...
+
+    async def health(self) -> list[Any]: ...
+
+    async def agentsPage(
+        self, offset: int, limit: int, statuses: Sequence[str], nodes: Sequence[str], details: bool = False,
+        listing: str = "",
+    ) -> dict[str, Any]: ...
 
 
 class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamResponders, SealedAMP):
@@ -53,7 +75,7 @@ class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamRespond
 
     def __init__(
         self,
-        fleet: "Fleet",
+        fleet: Admission,
         settings: LinkSettings,
         clock: IReactorTime,
         sinksFor: "Callable[[WorkerConnection], dict[str, tuple[SinkFactory, int]]] | None" = None,
@@ -257,7 +279,7 @@ class WorkerConnectionFactory(ServerFactory):
 
     def __init__(
         self,
-        fleet: "Fleet",
+        fleet: Admission,
         settings: LinkSettings,
         clock: IReactorTime,
         sinksFor: "Callable[[WorkerConnection], dict[str, tuple[SinkFactory, int]]] | None" = None,

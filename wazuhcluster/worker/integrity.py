@@ -29,12 +29,12 @@ from ..home import WazuhHome
 from ..internal_options import InternalOptions
 from ..protocol.stream import SinkFactory, chunksOf
 from ..stats import NodeStats
-from .bundle import BundleWriter
-from .manifest import encodeManifest
-from .scan import IntegrityScanner
-from .stager import Stager, removeStaleTemporaries
-from .table import SyncTable, UnsafePath
-from .transfer import MAX_BUNDLE_BYTES, MAX_PATH_LIST_BYTES, BundleSink, PathListSink, jsonObject
+from ..sync.bundle import BundleWriter
+from ..sync.manifest import encodeManifest
+from ..sync.scan import IntegrityScanner
+from ..sync.stager import Stager, removeStaleTemporaries
+from ..sync.table import SyncTable, UnsafePath
+from ..sync.transfer import MAX_BUNDLE_BYTES, MAX_PATH_LIST_BYTES, BundleSink, PathListSink, jsonObject
 
 
 class WorkerIntegrity(Service):

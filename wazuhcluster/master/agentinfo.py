@@ -48,8 +48,8 @@ from ..internal_options import InternalOptions
 from ..protocol.agentcommands import ListAgents, RegistryRefused
 from ..protocol.stream import SinkFactory, StreamRefused
 from ..stats import NodeStats
-from .bundle import BundleReader, Limits
-from .stager import ChecksumMismatch, showPath
+from ..sync.bundle import BundleReader, Limits
+from ..sync.stager import ChecksumMismatch, showPath
 
 #: The most compressed bytes of one agent-info stream.
 MAX_AGENT_INFO_BYTES = 64 * 1024 * 1024

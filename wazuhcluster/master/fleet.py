@@ -12,22 +12,40 @@ out until the master restarts (Wazuh issue #1355).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from .protocol.link import LinkSettings, majorMinor
-from .protocol.master import WorkerConnection
-from .protocol.nodeinfo import NodeHealth, NodeInfo
-from .protocol.workercommands import HelloRefused
-from .stats import NodeStats
-from .sync.status import IntegrityStatus
+from ..protocol.link import LinkSettings, majorMinor
+from ..protocol.nodeinfo import NodeHealth, NodeInfo
+from ..protocol.workercommands import HelloRefused
+from ..stats import NodeStats
+from ..sync.status import IntegrityStatus
 
 if TYPE_CHECKING:
-    from .sync.masteragentinfo import MasterAgentInfo
+    from .agentinfo import MasterAgentInfo
+
+class WorkerConnection(Protocol):
+    """
+    A worker's connection as the fleet sees it (the master's
+    L{wazuhcluster.master.connection.WorkerConnection}).
+    """
+
+    nodeName: str | None
+    version: str
+    connectedSince: float
+    lastKeepAlive: float
+    lost: bool
+    transport: Any
+
+    @property
+    def address(self) -> str: ...
+
+    def ping(self, timeout: float) -> Any: ...
+
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 

@@ -27,12 +27,12 @@ from zope.interface import implementer
 
 from ..api.nodecalls import NodeCallResponders
 from ..tls import PeerIdentityError, channelBinding, checkPeerIdentity, peerCertificate
-from .link import LinkSettings
-from .mastercommands import IntegrityChanged, Ping
-from .sealed import SealedAMP
-from .stream import SinkFactory, StreamEndpoint, StreamResponders
-from .sealing import keyProof, proofMatches, sealersFor
-from .workercommands import NONCE_SIZE, Authenticate, Hello, HelloRefused, KeyRefused, ProveKey
+from ..protocol.link import LinkSettings
+from ..protocol.mastercommands import IntegrityChanged, Ping
+from ..protocol.sealed import SealedAMP
+from ..protocol.stream import SinkFactory, StreamEndpoint, StreamResponders
+from ..protocol.sealing import keyProof, proofMatches, sealersFor
+from ..protocol.workercommands import NONCE_SIZE, Authenticate, Hello, HelloRefused, KeyRefused, ProveKey
 
 
 class HandshakeFailed(Exception):
