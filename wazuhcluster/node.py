@@ -202,6 +202,8 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
         agentInfo = WorkerAgentInfo(home, setup.options, reactor, config.node_name)
         agentInfo.stats = stats
         agentInfo.connectionToMaster = lambda: link.connection
+        # A worker that joins takes the master's files at once, not a cycle later.
+        link.onJoined.append(integrity.syncSoon)
         link.setServiceParent(node)
         integrity.setServiceParent(node)
         agentInfo.setServiceParent(node)

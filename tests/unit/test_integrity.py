@@ -82,7 +82,7 @@ class IntegrityTests(SynchronousTestCase):
     def sync(self) -> None:
         """One worker cycle, driven until everything has crossed."""
         d = self.worker._cycle()
-        for _ in range(20):
+        for _ in range(60):
             self.net.flush()
             self.clock.advance(0)
         self.successResultOf(d)
@@ -285,3 +285,244 @@ class IntegrityTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertFalse(self.worker.syncing)
         self.assertTrue(self.logs.has("the connection to the master was lost", LogLevel.warn))
+
+
+class FleetScaleTests(IntegrityTests):
+    """
+    What an in-sync worker and a change cost the master: which streams cross,
+    what the master decodes, what it builds.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.opened: list[tuple[str, str]] = []
+        sinksFor = self.masterIntegrity.sinksFor
+
+        def recording(connection: object) -> dict:
+            sinks = sinksFor(connection)
+            return {
+                kind: ((lambda info, kind=kind, make=make: (self.opened.append((kind, info)), make(info))[1]), size)
+                for kind, (make, size) in sinks.items()
+            }
+
+        self.master.factory.sinksFor = recording
+
+    def syncedWorker(self) -> None:
+        self.masterFiles()
+        for i in range(300):
+            write(self.masterHome, f"etc/shared/g{i}/agent.conf", b"<agent_config/>\n")
+        self.successResultOf(self.masterIntegrity.recalculate())
+        self.join()
+        self.sync()
+        del self.opened[:]
+
+    def test_inSyncCheckDecodesNothing(self) -> None:
+        """An in-sync worker sends one digest; no manifest is opened, nothing is sent."""
+        self.syncedWorker()
+        sent = self.masterIntegrity.stats["integrity_files_sent"]
+        self.sync()
+        self.assertEqual([kind for kind, _ in self.opened], ["integrity-check"])
+        self.assertEqual(self.masterIntegrity.stats["integrity_files_sent"], sent)
+        self.assertEqual(self.worker.generation, self.masterIntegrity.generation)
+
+    def test_changeListsOnlyItsBucket(self) -> None:
+        """An edit on the master: the worker lists the one bucket that holds it, and gets it."""
+        from wazuhcluster.sync.digest import bucketOf
+
+        self.syncedWorker()
+        generation = self.masterIntegrity.generation
+        write(self.masterHome, "etc/rules/local_rules.xml", b"<group name='local'>edited</group>\n")
+        self.successResultOf(self.masterIntegrity.recalculate())
+        self.assertEqual(self.masterIntegrity.generation, generation + 1)
+        self.sync()
+        kinds = [kind for kind, _ in self.opened]
+        self.assertEqual(kinds, ["integrity-check", "integrity-manifest"])
+        self.assertEqual(json.loads(self.opened[1][1]), {"buckets": [bucketOf("etc/rules/local_rules.xml")]})
+        self.assertEqual(md5(self.workerHome.path("etc/rules/local_rules.xml")),
+                         md5(self.masterHome.path("etc/rules/local_rules.xml")))
+        self.assertEqual(self.worker.generation, generation + 1)
+
+    def test_driftOnTheWorkerIsRepaired(self) -> None:
+        """A file edited, and one deleted, on the worker are found by its own digest and restored."""
+        self.syncedWorker()
+        write(self.workerHome, "etc/lists/blacklist", b"tampered:\n")
+        os.unlink(self.workerHome.path("etc/shared/g150/agent.conf"))
+        self.sync()
+        for relpath in ("etc/lists/blacklist", "etc/shared/g150/agent.conf"):
+            self.assertEqual(md5(self.workerHome.path(relpath)), md5(self.masterHome.path(relpath)), relpath)
+        status = self.masterIntegrity.statusOf("node02")
+        self.assertEqual((status.missing, status.shared), (1, 1))
+
+    def test_manifestOfOtherBucketsIgnored(self) -> None:
+        """
+        Entries outside the buckets a manifest's opening names are not the
+        worker's to list: nothing is deleted or sent for them.
+        """
+        from wazuhcluster.sync.digest import bucketOf
+        from wazuhcluster.sync.manifest import FileEntry, encodeManifest
+
+        self.syncedWorker()
+        bucket = bucketOf("etc/client.keys")
+        other = next(f"etc/rules/x{i}.xml" for i in range(1000) if bucketOf(f"etc/rules/x{i}.xml") != bucket)
+        manifest = {other: FileEntry("0" * 32, 1.0, 1)}
+        sent = Deferred.fromCoroutine(self.connection.client.streams.send(
+            "integrity-manifest", json.dumps({"buckets": [bucket]}), chunksOf(encodeManifest(manifest)),
+            timeout=FAST.timeout_receiving_file,
+        ))
+        self.net.flush()
+        answer = json.loads(self.successResultOf(sent))
+        # The master's files of that bucket are missing from this manifest; the other path is left alone.
+        inBucket = [p for p in self.masterIntegrity.current.files if bucketOf(p) == bucket]
+        self.assertEqual((answer["missing"], answer["extra"]), (len(inBucket), 0))
+
+    def test_manifestCapFollowsTheMasterTable(self) -> None:
+        """A manifest longer than twice the master's files (plus the slack) is refused."""
+        from wazuhcluster.master import integrity as masterintegrity
+        from wazuhcluster.sync.manifest import FileEntry, encodeManifest
+
+        self.syncedWorker()
+        self.patch(masterintegrity, "MANIFEST_SLACK", 10)
+        ours = len(self.masterIntegrity.current.files)
+        manifest = {f"etc/rules/r{i}.xml": FileEntry("0" * 32, 1.0, 1) for i in range(2 * ours + 11)}
+        sent = Deferred.fromCoroutine(self.connection.client.streams.send(
+            "integrity-manifest", "", chunksOf(encodeManifest(manifest)), timeout=FAST.timeout_receiving_file,
+        ))
+        self.net.flush()
+        self.assertIn(f"more than the {2 * ours + 10} files allowed", str(self.failureResultOf(sent).value))
+
+    def test_bundleBuiltOnceForTheSameDelta(self) -> None:
+        """Two workers needing the same files get the same bundle, built once."""
+        self.syncedWorker()
+        built = self.masterIntegrity.bundles.built
+        write(self.masterHome, "etc/rules/local_rules.xml", b"<group name='local'>edited</group>\n")
+        self.successResultOf(self.masterIntegrity.recalculate())
+        self.sync()
+        other = WazuhHome(os.path.abspath(self.mktemp()))
+        os.makedirs(other.path("etc"))
+        second = WorkerIntegrity(other, self.table, FAST, self.clock, "node03", runInThread=inline)
+        connection, joined = self.net.joinWorker(self.master, settings("node03"), sinksFor=second.sinksFor)
+        self.successResultOf(joined)
+        second.connectionToMaster = lambda: connection.client
+        # node03 is a fresh worker: a different delta (everything), built once more.
+        d = second._cycle()
+        for _ in range(60):
+            self.net.flush()
+            self.clock.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(self.masterIntegrity.bundles.built, built + 2)
+        # The same edit again for node02: nothing new to build.
+        write(self.workerHome, "etc/rules/local_rules.xml", b"<group name='local'>old</group>\n")
+        self.sync()
+        self.assertEqual(self.masterIntegrity.bundles.built, built + 2)
+        self.assertEqual(md5(self.workerHome.path("etc/rules/local_rules.xml")),
+                         md5(self.masterHome.path("etc/rules/local_rules.xml")))
+
+    def test_bundlesOfOldGenerationsRemoved(self) -> None:
+        self.syncedWorker()
+        spool = self.masterHome.path("queue", "cluster")
+        self.assertTrue([n for n in os.listdir(spool) if n.startswith(".wazuhcluster-bundle-")])
+        write(self.masterHome, "etc/rules/local_rules.xml", b"<group name='local'>edited</group>\n")
+        self.successResultOf(self.masterIntegrity.recalculate())
+        self.sync()
+        self.assertEqual(len([n for n in os.listdir(spool) if n.startswith(".wazuhcluster-bundle-")]), 1)
+        self.masterIntegrity.stopService()
+        self.assertEqual([n for n in os.listdir(spool) if n.startswith(".wazuhcluster-bundle-")], [])
+
+    def test_unrequestedOrInvalidGroupFilesRefused(self) -> None:
+        """
+        Group files the master did not ask for, or whose content is not a
+        list of group names, are not written on the master.
+        """
+        self.masterFiles()
+        write(self.masterHome, "etc/client.keys",
+              f"001 web any {KEY}\n002 db any {KEY}\n003 x any {KEY}\n".encode())
+        write(self.workerHome, "queue/agent-groups/002", b"../../x\n")
+        write(self.workerHome, "queue/agent-groups/003", b"web,db\n")
+        self.successResultOf(self.masterIntegrity.recalculate())
+        self.join()
+        self.sync()
+        self.net.flush()
+        self.assertFalse(os.path.exists(self.masterHome.path("queue/agent-groups/002")))
+        with open(self.masterHome.path("queue/agent-groups/003"), "rb") as f:
+            self.assertEqual(f.read(), b"web,db\n")
+        # Sent again unasked: refused.
+        writer = BundleWriter([("queue/agent-groups/001", self.workerHome.path("queue/agent-groups/003"))], [])
+        sent = Deferred.fromCoroutine(self.connection.client.streams.send(
+            "extra-valid", "{}", chunksOf(writer.chunks()), timeout=FAST.timeout_receiving_file,
+        ))
+        self.net.flush()
+        result = json.loads(self.successResultOf(sent))
+        self.assertEqual((result["written"], result["refusedCount"]), (0, 1))
+        with open(self.masterHome.path("queue/agent-groups/001"), "rb") as f:
+            self.assertEqual(f.read(), b"default\n")
+
+    def test_changeDuringScanNotLost(self) -> None:
+        """
+        A change seen while a scan runs (which may have walked past the file)
+        gets a pass of its own after it: the result has the change.
+        """
+        self.masterFiles()
+        self.successResultOf(self.masterIntegrity.recalculate())
+        held: list[tuple[Deferred, object, tuple]] = []
+
+        def heldThread(f, *args):
+            d: Deferred = Deferred()
+            held.append((d, f, args))
+            return d
+
+        self.masterIntegrity.runInThread = heldThread
+        first = self.masterIntegrity.recalculate()
+        # The scan ran before the edit...
+        d, f, args = held.pop()
+        result = f(*args)
+        write(self.masterHome, "etc/rules/local_rules.xml", b"<group name='local'>during</group>\n")
+        second = self.masterIntegrity.recalculate({"etc/rules/local_rules.xml"})
+        self.assertNoResult(second)
+        d.callback(result)
+        self.successResultOf(first)
+        # ...so a pass of the named path follows it at once.
+        self.assertNoResult(second)
+        d, f, args = held.pop()
+        self.assertEqual(f, self.masterIntegrity.scanner.rescan)
+        d.callback(f(*args))
+        after = self.successResultOf(second)
+        self.assertEqual(after.files["etc/rules/local_rules.xml"].md5,
+                         hashlib.md5(b"<group name='local'>during</group>\n").hexdigest())
+
+
+class ScheduleTests(SynchronousTestCase):
+    """When a worker checks its files."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        home = WazuhHome(os.path.abspath(self.mktemp()))
+        os.makedirs(home.path("etc"))
+        self.cycles: list[float] = []
+        self.worker = WorkerIntegrity(home, SyncTable.load(), FAST, self.clock, "node02",
+                                      runInThread=inline, jitter=lambda: 1.0)
+        self.worker.sync = self.recordCycle  # type: ignore[method-assign]
+        self.worker.startService()
+        self.addCleanup(self.worker.stopService)
+
+    async def recordCycle(self) -> None:
+        self.cycles.append(self.clock.seconds())
+        self.worker._schedule()
+
+    def test_joinSyncsAtOnce(self) -> None:
+        self.worker.syncSoon()
+        self.clock.advance(0)
+        self.assertEqual(self.cycles, [0])
+
+    def test_cyclesAreJittered(self) -> None:
+        """With the largest jitter a cycle comes at 1.1 intervals; the next as long after it."""
+        interval = FAST.sync_integrity
+        self.clock.advance(interval * 1.1 - 0.001)
+        self.assertEqual(self.cycles, [])
+        self.clock.advance(0.001)
+        self.clock.advance(interval * 1.1)
+        self.assertEqual(self.cycles, [interval * 1.1, interval * 2.2])
+        # After a cycle the next is drawn again: the workers drift apart.
+        self.worker.jitter = lambda: 0.0
+        self.clock.advance(interval * 1.1)
+        self.clock.advance(interval * 0.9)
+        self.assertEqual(self.cycles[3], interval * 4.2)

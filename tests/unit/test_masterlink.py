@@ -53,6 +53,24 @@ class MasterLinkTests(SynchronousTestCase):
         self.assertEqual(worker.lastKeepAlive, self.clock.seconds())
         self.assertEqual(self.link.failedKeepAlives, 0)
 
+    def test_eachJoinStartsTheSyncs(self) -> None:
+        """The onJoined hooks run once per join: at the first, and after a reconnection."""
+        joins: list[object] = []
+        self.link.onJoined.append(lambda: joins.append(self.link.connection))
+        self.start()
+        self.addCleanup(self.stop)
+        self.assertEqual(joins, [self.link.connection])
+        link = self.net.connections.pop()
+        link.serverTLS.transport.abortConnection()
+        link.pump.flush()
+        self.assertIsNone(self.link.connection)
+        self.assertEqual(len(joins), 1)
+        for _ in range(4):
+            self.clock.advance(FAST.connection_retry)
+            self.net.flush()
+        self.assertIsNotNone(self.link.connection)
+        self.assertEqual(joins[1:], [self.link.connection])
+
     def test_askTheMaster(self) -> None:
         """A worker answers node questions by asking the master."""
         self.start()

@@ -1,26 +1,33 @@
 """
-The master's side of integrity: its file manifest, and each worker's sync.
+The master's side of integrity: its files, and what it does for one worker.
 
-Every C{recalculate_integrity} seconds (and at once when inotify sees a
-synchronised folder change) the master rescans the table in a thread,
-re-hashing only files whose size, mtime, inode or ctime moved.  When the
-manifest changed, it tells the connected workers, which then sync at once
-instead of waiting for their next cycle.
+Every C{recalculate_integrity} seconds the master walks the table in a
+thread, re-hashing only files whose size, mtime, inode or ctime moved; when
+inotify names changed files it re-hashes just those.  Each result whose
+files differ from the last one is a new generation, with a L{TreeDigest}:
+the workers are told, and sync at once.
 
-A worker's sync: the worker streams its manifest; the master compares it
-with its own, records the counts, answers with them, and then streams the
-worker one compressed bundle of the missing and different files plus the
-list of files to delete.  Files under an "extra valid" rule that only the
-worker has (agent group assignments of agents that started reporting to
-it) are asked for, and kept only for agents the master knows.  One sync at
-a time per worker; any failure is logged and the next cycle retries.
+A worker's check costs the master next to nothing when the worker is in
+sync: the worker sends the digest of the files it holds (an
+C{integrity-check} stream with no data); equal roots end the check.  Else
+the master answers with the buckets that differ, the worker streams the
+manifest of those buckets only, and the master compares them with its own
+(decoding and comparing in threads), records the counts, answers with
+them, and streams the worker the bundle of the missing and different files
+plus the list of files to delete: built once per (generation, delta) and
+shared by every worker that needs the same (L{BundleCache}).  Files under
+an "extra valid" rule that only the worker has (agent group assignments of
+agents that started reporting to it) are asked for, kept only for agents
+the master knows, and only if asked for and a valid group list.  One sync
+at a time per worker; any failure is logged and the next cycle retries.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Iterable, Mapping
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -28,19 +35,22 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
-from ..agents.clientkeys import knownAgentIDs
+from ..agents.clientkeys import groupProblem, knownAgentIDs
 from ..home import WazuhHome
 from ..internal_options import InternalOptions
 from ..protocol.mastercommands import IntegrityChanged
 from ..protocol.stream import SinkFactory, chunksOf
 from ..stats import NodeStats
-from ..sync.bundle import BundleWriter, Limits
+from ..sync.bundle import Limits
 from ..sync.compare import Comparison, compare
+from ..sync.digest import BUCKETS, DigestError, TreeDigest, bucketOf
 from ..sync.manifest import FileEntry, ManifestDecoder
 from ..sync.scan import IntegrityScanner, ScanResult
 from ..sync.stager import Stager
+from .bundlecache import BundleCache
 from ..sync.status import IntegrityStatus
 from ..sync.table import SyncTable, UnsafePath
 from ..sync.transfer import MAX_BUNDLE_BYTES, MAX_MANIFEST_BYTES, BundleSink, jsonObject, pathLines
@@ -53,6 +63,14 @@ EXTRA_VALID_LIMITS = Limits(maxFileSize=64 * 1024, maxTotalBytes=256 * 1024 * 10
 
 #: The registry, as the table names it.
 CLIENT_KEYS = "etc/client.keys"
+
+#: Entries a worker's manifest may list beyond twice the master's own files
+#: in the buckets it covers (its extra files, before they are deleted).
+MANIFEST_SLACK = 10_000
+
+#: inotify's flag for an event about a folder, and for a lost queue.
+_IN_ISDIR = 0x40000000
+_IN_Q_OVERFLOW = 0x00004000
 
 
 class MasterIntegrity(Service):
@@ -84,12 +102,24 @@ class MasterIntegrity(Service):
         self.watch = watch
         self.scanner = IntegrityScanner(home.root, table)
         self.current: ScanResult | None = None
+        #: Bumped each time the master's files change.
+        self.generation = 0
+        #: The paths of each bucket of the current files.
+        self.index = BucketIndex({})
+        self.bundles = BundleCache(home.path("queue", "cluster"), runInThread)
         self.statuses: dict[str, IntegrityStatus] = {}
+        #: The extra-valid paths asked of each worker, until it sends them.
+        self._askedFor: dict[str, frozenset[str]] = {}
         #: The node's counters (the builder hands over the node's own).
         self.stats = NodeStats()
         #: Called when a scan finds client.keys changed (and after the first scan).
         self.onClientKeysChanged: Callable[[], object] | None = None
         self._scanning: list[Deferred] | None = None
+        #: What the pass after the running scan must look at: None (nothing
+        #: asked), a set of changed paths, or True (everything).
+        self._nextPass: set[str] | bool | None = None
+        self._nextWaiters: list[Deferred] = []
+        self._changedPaths: set[str] | bool = set()
         self._loop = LoopingCall(self._cycle)
         self._loop.clock = clock
         self._notifier: Any = None
@@ -112,6 +142,7 @@ class MasterIntegrity(Service):
             self._notifier = None
         if self._pendingRescan is not None and self._pendingRescan.active():
             self._pendingRescan.cancel()
+        self.bundles.clear()
 
     def statusOf(self, name: str) -> IntegrityStatus:
         """The sync status of worker C{name} (a fresh one for a new worker)."""
@@ -119,33 +150,44 @@ class MasterIntegrity(Service):
 
     # The master's manifest.
 
-    def _cycle(self) -> Deferred:
-        return self.recalculate().addErrback(
+    def _cycle(self, paths: set[str] | None = None) -> Deferred:
+        return self.recalculate(paths).addErrback(
             lambda f: self.log.failure("Could not compute the integrity of the master's files", f)
         )
 
-    def recalculate(self) -> Deferred[ScanResult]:
+    def recalculate(self, paths: set[str] | None = None) -> Deferred[ScanResult]:
         """
-        Scan now (in a thread), or join the scan already running; fires with
-        the result.  Workers are told when the files changed.
+        Scan in a thread: the whole table, or only C{paths} (relative to the
+        home) once a full scan exists.  Fires with the result of a scan that
+        started after this call: while one runs, the request waits for the
+        pass that follows it (a change seen during a scan is never lost to
+        a scan that already walked past it).  Workers are told when the
+        files changed.
         """
         waiter: Deferred[ScanResult] = Deferred()
+        wanted: set[str] | bool = True if paths is None or self.current is None else set(paths)
         if self._scanning is not None:
-            self._scanning.append(waiter)
+            if wanted is True or self._nextPass is True:
+                self._nextPass = True
+            else:
+                self._nextPass = (self._nextPass or set()) | wanted  # type: ignore[operator]
+            self._nextWaiters.append(waiter)
             return waiter
         self._scanning = [waiter]
         started = self.clock.seconds()
+        if wanted is True or self.current is None:
+            scanning = self.runInThread(self.scanner.scan)
+        else:
+            scanning = self.runInThread(self.scanner.rescan, self.current, wanted)
 
         def done(result: ScanResult) -> None:
-            waiters, self._scanning = self._scanning or [], None
             previous, self.current = self.current, result
-            seconds = self.clock.seconds() - started
             self.log.debug(
                 "Integrity computed: {n} files, {hashed} hashed, {reused} unchanged, in {t:.3f} s.",
                 n=len(result.files),
                 hashed=result.hashed,
                 reused=result.reused,
-                t=seconds,
+                t=self.clock.seconds() - started,
             )
             if previous is None or (previous.unreadable, previous.refused) != (result.unreadable, result.refused):
                 for path in sorted(result.unreadable)[:20]:
@@ -153,22 +195,32 @@ class MasterIntegrity(Service):
                 for path in sorted(result.refused)[:20]:
                     self.log.error("Skipped {path}: {why}.", path=path,
                                    why="not a UTF-8 name, or a folder that links outside the home")
-            if previous is not None and previous.files != result.files:
-                self._notifyWorkers()
+            if previous is None or previous.digest != result.digest or previous.unstable != result.unstable:
+                self.generation += 1
+                self.index = BucketIndex(result.files)
+                if previous is not None:
+                    self._notifyWorkers()
             if self.onClientKeysChanged is not None and (
                 previous is None or previous.files.get(CLIENT_KEYS) != result.files.get(CLIENT_KEYS)
             ):
                 self.onClientKeysChanged()
-            for w in waiters:
-                w.callback(result)
+            self._passDone(lambda w: w.callback(result))
 
         def failed(failure: Any) -> None:
-            waiters, self._scanning = self._scanning or [], None
-            for w in waiters:
-                w.errback(failure)
+            self._passDone(lambda w: w.errback(failure))
 
-        self.runInThread(self.scanner.scan).addCallbacks(done, failed)
+        scanning.addCallbacks(done, failed)
         return waiter
+
+    def _passDone(self, fire: Callable[[Deferred], object]) -> None:
+        """End the running pass: start the one asked for meanwhile, then fire the waiters."""
+        waiters, self._scanning = self._scanning or [], None
+        nextPass, self._nextPass = self._nextPass, None
+        nextWaiters, self._nextWaiters = self._nextWaiters, []
+        if nextPass is not None:
+            self.recalculate(None if nextPass is True else nextPass).addBoth(_fireAll, nextWaiters)
+        for w in waiters:
+            fire(w)
 
     def _notifyWorkers(self) -> None:
         for connection in list(self.workers().values()):
@@ -225,24 +277,65 @@ class MasterIntegrity(Service):
             return
         self._notifier = notifier
 
-    def _changed(self, watch: object, path: object, mask: int) -> None:
-        # Changes come in bursts (a file written, then renamed): rescan once, shortly.
+    def _changed(self, watch: object, path: FilePath, mask: int) -> None:
+        # Changes come in bursts (a file written, then renamed): rescan the
+        # named files once, shortly; a folder event (a tree moved in or
+        # out) needs the whole walk.
+        if self._changedPaths is not True:
+            if mask & (_IN_ISDIR | _IN_Q_OVERFLOW):
+                self._changedPaths = True
+            else:
+                relpath = os.path.relpath(path.path, self.home.root)
+                self._changedPaths.add(relpath)
         if self._pendingRescan is None or not self._pendingRescan.active():
-            self._pendingRescan = self.clock.callLater(0.1, self._cycle)
+            self._pendingRescan = self.clock.callLater(0.1, self._rescanChanged)
+
+    def _rescanChanged(self) -> None:
+        paths, self._changedPaths = self._changedPaths, set()
+        self._cycle(None if paths is True else paths)  # type: ignore[arg-type]
 
     # A worker's sync.
 
     def sinksFor(self, connection: Any) -> dict[str, tuple[SinkFactory, int]]:
         """The streams a worker's connection may send to the master."""
         return {
-            "integrity-manifest": (lambda info: _ManifestSink(self, connection), MAX_MANIFEST_BYTES),
+            "integrity-check": (lambda info: _CheckSink(self, connection, info), 0),
+            "integrity-manifest": (lambda info: _ManifestSink(self, connection, info), MAX_MANIFEST_BYTES),
             "extra-valid": (lambda info: self._extraValidSink(connection), MAX_BUNDLE_BYTES),
         }
 
-    async def workerManifest(self, connection: Any, files: dict[str, FileEntry]) -> str:
+    async def check(self, connection: Any, info: str) -> str:
         """
-        Compare a worker's manifest with the master's, start the transfer it
-        needs, and return the counts for the worker.
+        A worker's check: the digest of the files it holds against the
+        master's.  Equal: in sync, and nothing else is done.  Different: the
+        buckets whose files the worker must list.
+        """
+        try:
+            request = json.loads(info)
+            generation = request["generation"]
+            digest = TreeDigest.decode(bytes.fromhex(request["digest"]))
+            if type(generation) is not int:
+                raise TypeError("the generation is not a whole number")
+        except (ValueError, KeyError, TypeError) as e:
+            raise DigestError(f"the integrity check is malformed ({e})") from None
+        status = self.statusOf(connection.nodeName)
+        if status.running:
+            return json.dumps({"busy": True})
+        current = self.current if self.current is not None else await self.recalculate()
+        differing = current.digest.differing(digest)
+        if differing:
+            return json.dumps({"in_sync": False, "generation": self.generation, "buckets": differing})
+        now = self.clock.seconds()
+        status.date_start, status.date_end, status.last_error = now, now, ""
+        status.missing = status.shared = status.extra = status.extra_valid = 0
+        self.stats.count("integrity_syncs")
+        return json.dumps({"in_sync": True, "generation": self.generation})
+
+    async def workerManifest(self, connection: Any, decoder: ManifestDecoder, buckets: frozenset[int] | None) -> str:
+        """
+        Compare the worker's manifest of C{buckets} (of all its files if
+        L{None}) with the master's, start the transfer it needs, and return
+        the counts for the worker.
         """
         name = connection.nodeName
         status = self.statusOf(name)
@@ -251,8 +344,9 @@ class MasterIntegrity(Service):
         status.running, status.date_start, status.last_error = True, self.clock.seconds(), ""
         try:
             current = self.current if self.current is not None else await self.recalculate()
-            # Tens of thousands of entries: compared in a thread, like the hashing.
-            comparison = await self.runInThread(compare, current.files, files, self.table, current.unstable)
+            generation, index = self.generation, self.index
+            # Tens of thousands of entries: decoded and compared in a thread, like the hashing.
+            comparison = await self.runInThread(_compareManifest, decoder, buckets, index, self.table, current.unstable)
         except BaseException:
             status.running = False
             raise
@@ -272,54 +366,49 @@ class MasterIntegrity(Service):
             "extra": status.extra,
             "extra_valid": status.extra_valid,
             "transfer": transfer,
+            "generation": generation,
         }
         if comparison.inSync:
             status.running, status.date_end = False, self.clock.seconds()
             self.stats.count("integrity_syncs")
         else:
-            Deferred.fromCoroutine(self._transfer(connection, status, comparison))
+            Deferred.fromCoroutine(self._transfer(connection, status, comparison, generation))
         return json.dumps(answer)
 
-    async def _transfer(self, connection: Any, status: IntegrityStatus, comparison: Comparison) -> None:
+    async def _transfer(
+        self, connection: Any, status: IntegrityStatus, comparison: Comparison, generation: int
+    ) -> None:
         name = connection.nodeName
         try:
             if comparison.missing or comparison.shared or comparison.extra:
                 sending = comparison.missing + comparison.shared
-                writer = BundleWriter(
-                    # A generator: the writer walks it in its thread, not on the reactor.
-                    ((p, self.home.path(p)) for p in sending),
-                    comparison.extra,
-                    spoolFolder=self.home.path("queue", "cluster"),
-                    # Level 1: four times faster than 6 for 2% larger bundles
-                    # (bench/integrity.py); the link is rarely the bottleneck.
-                    level=1,
-                )
-                pieces = writer.chunks()
+                bundle = await self.bundles.bundle(generation, sending, comparison.extra, self.home.path)
+                pieces = bundle.chunks()
                 try:
                     answer = await connection.streams.send(
                         "integrity-bundle",
-                        json.dumps({"files": len(sending), "deletions": len(comparison.extra)}),
+                        json.dumps({"files": len(sending), "deletions": len(comparison.extra), "generation": generation}),
                         lambda: self.runInThread(next, pieces, None),
                         timeout=self.options.timeout_receiving_file,
                     )
                 finally:
                     pieces.close()
                 result = jsonObject(answer)
-                self.stats.count("integrity_files_sent", len(writer.sent))
-                self.stats.count("integrity_bytes_sent", writer.bytesOut)
-                for path, reason in writer.failed[:20]:
+                self.stats.count("integrity_files_sent", len(bundle.sent))
+                self.stats.count("integrity_bytes_sent", bundle.bytesOut)
+                for path, reason in bundle.failed[:20]:
                     self.log.error("Could not send {path} to worker {name}: {reason}.",
                                    path=path, name=name, reason=reason)
                 self.log.info(
                     "Integrity sync with worker {name}: {sent} files sent ({bytes} bytes compressed),"
                     " {deleted} deleted on the worker{skipped}.",
                     name=name,
-                    sent=len(writer.sent),
-                    bytes=writer.bytesOut,
+                    sent=len(bundle.sent),
+                    bytes=bundle.bytesOut,
                     deleted=result.get("deleted", 0),
                     skipped=(
-                        f"; {len(writer.skipped)} changed while being read and are retried next cycle"
-                        if writer.skipped
+                        f"; {len(bundle.skipped)} changed while being read and are retried next cycle"
+                        if bundle.skipped
                         else ""
                     ),
                 )
@@ -327,6 +416,7 @@ class MasterIntegrity(Service):
             # for: the others would be refused, every cycle.
             wanted = await self.runInThread(self._knownAgentsOnly, comparison.extra_valid)
             if wanted:
+                self._askedFor[name] = frozenset(wanted)
                 await connection.streams.send(
                     "integrity-request",
                     "extra-valid",
@@ -354,9 +444,14 @@ class MasterIntegrity(Service):
         return [p for p in paths if os.path.basename(p) in known]
 
     def _extraValidSink(self, connection: Any) -> BundleSink:
-        """Group assignments a worker sends: kept only for agents the master knows."""
-        status = self.statusOf(connection.nodeName)
+        """
+        Group assignments a worker sends: only those the master asked it for,
+        of agents the master knows, each a valid list of group names.
+        """
+        name = connection.nodeName
+        status = self.statusOf(name)
         status.agentgroups_running, status.agentgroups_start = True, self.clock.seconds()
+        askedFor = self._askedFor.pop(name, frozenset())
         known: list[frozenset[str]] = []
 
         def resolve(relpath: str) -> tuple[str, int, str | None]:
@@ -364,6 +459,8 @@ class MasterIntegrity(Service):
             target, rule = self.table.resolve(self.home.root, relpath)
             if not rule.extra_valid:
                 raise UnsafePath(f"{relpath!r} is not a file a worker may send")
+            if relpath not in askedFor:
+                raise UnsafePath(f"{relpath!r} was not asked for")
             if not known:
                 known.append(knownAgentIDs(self.home.path("etc", "client.keys")))
             if os.path.basename(relpath) not in known[0]:
@@ -381,9 +478,29 @@ class MasterIntegrity(Service):
                 self.stats.count("errors")
 
         return BundleSink(
-            _NoDeletions(resolve, UnsafePath), self.runInThread, f"worker {connection.nodeName}", finished,
-            logTag=f"[Worker {connection.nodeName}] [Agent-groups recv]", limits=EXTRA_VALID_LIMITS,
+            _NoDeletions(resolve, UnsafePath, contentProblem=groupListProblem), self.runInThread,
+            f"worker {name}", finished,
+            logTag=f"[Worker {name}] [Agent-groups recv]", limits=EXTRA_VALID_LIMITS,
         )
+
+
+def groupListProblem(relpath: str, content: bytes) -> str | None:
+    """
+    Why C{content} is not an agent's group assignment (one line of group
+    names separated by commas), or L{None}.
+    """
+    try:
+        text = content.decode("ascii")
+    except UnicodeDecodeError:
+        return "a group assignment is ASCII text"
+    line = text[:-1] if text.endswith("\n") else text
+    if not line or "\n" in line:
+        return "a group assignment is one line of group names"
+    for group in line.split(","):
+        problem = groupProblem(group)
+        if problem is not None:
+            return problem
+    return None
 
 
 class _NoDeletions(Stager):
@@ -394,20 +511,102 @@ class _NoDeletions(Stager):
         return False
 
 
-class _ManifestSink:
-    """A worker's manifest arriving: decoded as it comes, compared at the end."""
+class _CheckSink:
+    """A worker's integrity check: a digest in the stream's opening, no data."""
 
-    def __init__(self, master: MasterIntegrity, connection: Any) -> None:
+    def __init__(self, master: MasterIntegrity, connection: Any, info: str) -> None:
         self.master = master
         self.connection = connection
-        self.decoder = ManifestDecoder()
+        self.info = info
 
     def feed(self, data: bytes) -> None:
-        self.decoder.feed(data)
+        raise DigestError("an integrity check carries no data")
 
     def close(self) -> Deferred[str]:
-        return Deferred.fromCoroutine(self.master.workerManifest(self.connection, self.decoder.finish()))
+        return Deferred.fromCoroutine(self.master.check(self.connection, self.info))
 
     def abort(self, reason: str) -> None:
         pass
 
+
+class _ManifestSink:
+    """
+    A worker's manifest arriving: decoded as it comes (in threads), compared
+    at the end.  Its opening names the buckets it covers (all, if empty);
+    it may list at most twice the master's files there, plus
+    L{MANIFEST_SLACK}.
+    """
+
+    def __init__(self, master: MasterIntegrity, connection: Any, info: str) -> None:
+        self.master = master
+        self.connection = connection
+        self.buckets = _buckets(info)
+        ours = len(master.current.files) if master.current is not None else 0
+        share = len(self.buckets) / BUCKETS if self.buckets is not None else 1
+        self.decoder = ManifestDecoder(maxEntries=int(2 * ours * share) + MANIFEST_SLACK)
+
+    def feed(self, data: bytes) -> Deferred[None]:
+        return self.master.runInThread(self.decoder.feed, data)
+
+    def close(self) -> Deferred[str]:
+        return Deferred.fromCoroutine(self.master.workerManifest(self.connection, self.decoder, self.buckets))
+
+    def abort(self, reason: str) -> None:
+        pass
+
+
+def _buckets(info: str) -> frozenset[int] | None:
+    """The buckets a manifest's opening names; L{None} (all of them) when it names none."""
+    if not info:
+        return None
+    try:
+        buckets = json.loads(info)["buckets"]
+        if type(buckets) is not list or not all(type(b) is int and 0 <= b < BUCKETS for b in buckets):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise DigestError(f"a manifest's opening names buckets from 0 to {BUCKETS - 1}: {info[:100]!r}") from None
+    return frozenset(buckets)
+
+
+def _compareManifest(
+    decoder: ManifestDecoder, buckets: frozenset[int] | None, index: "BucketIndex", table: SyncTable,
+    unstable: frozenset[str],
+) -> Comparison:
+    """The worker's manifest of C{buckets} against the master's files there (blocking)."""
+    theirs = decoder.finish()
+    if buckets is None:
+        return compare(index.files, theirs, table, unstable)
+    # A path outside the buckets asked for is not the worker's to list: left alone.
+    theirs = {p: e for p, e in theirs.items() if bucketOf(p) in buckets}
+    return compare(index.select(sorted(buckets)), theirs, table, unstable)
+
+def _fireAll(result: Any, waiters: list[Deferred]) -> None:
+    """Fire every one of C{waiters} with C{result} (a value or a failure)."""
+    for waiter in waiters:
+        if isinstance(result, Failure):
+            waiter.errback(result)
+        else:
+            waiter.callback(result)
+
+
+class BucketIndex:
+    """
+    The paths of a manifest by bucket, sorted out the first time a worker's
+    check needs them (in a thread; thread-safe), once per generation.
+    """
+
+    def __init__(self, files: Mapping[str, FileEntry]) -> None:
+        self.files = files
+        self._lock = threading.Lock()
+        self._byBucket: list[list[str]] | None = None
+
+    def select(self, buckets: Iterable[int]) -> dict[str, FileEntry]:
+        """The entries in C{buckets} (blocking)."""
+        with self._lock:
+            if self._byBucket is None:
+                byBucket: list[list[str]] = [[] for _ in range(BUCKETS)]
+                for path in self.files:
+                    byBucket[bucketOf(path)].append(path)
+                self._byBucket = byBucket
+        files = self.files
+        return {path: files[path] for bucket in buckets for path in self._byBucket[bucket]}

@@ -22,12 +22,13 @@ import stat
 import threading
 import time
 from types import MappingProxyType
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from attrs import field, frozen
 
+from .digest import TreeDigest, bucketOf, leafOf
 from .manifest import FileEntry
-from .table import MAX_PATH_BYTES, TEMPORARY_PREFIX, SyncRule, SyncTable, isInside
+from .table import MAX_PATH_BYTES, TEMPORARY_PREFIX, SyncRule, SyncTable, UnsafePath, isInside
 
 __all__ = ["RACY_WINDOW_NS", "IntegrityScanner", "ScanResult"]
 
@@ -45,6 +46,8 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEX
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
 _Key = tuple[int, int, int, int]
+#: What the scanner remembers of a file: its status key, entry, bucket and leaf.
+_Cached = tuple[_Key, FileEntry, int, int]
 
 
 @frozen
@@ -61,6 +64,7 @@ class ScanResult:
     read, and C{refused} the names that cannot be synchronised (not UTF-8,
     too long) or rule folders that are unsafe links, for the log.
     C{hashed}, C{bytesHashed} and C{reused} count the work done.
+    C{digest} is the L{TreeDigest} of C{files}.
     """
 
     files: Mapping[str, FileEntry]
@@ -70,6 +74,7 @@ class ScanResult:
     reused: int
     unreadable: frozenset[str] = field(default=frozenset())
     refused: frozenset[str] = field(default=frozenset())
+    digest: TreeDigest = field(default=TreeDigest())
 
 
 def _key(st: os.stat_result) -> _Key:
@@ -101,13 +106,24 @@ class IntegrityScanner:
         self._table = table
         self._blockSize = blockSize
         self._now = now
-        self._cache: dict[str, tuple[_Key, FileEntry]] = {}
+        self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
 
     def scan(self) -> ScanResult:
         """Walk every rule folder once and describe every synchronised file found."""
         with self._lock:
             return _Scan(self).run()
+
+    def rescan(self, previous: ScanResult, relpaths: Iterable[str]) -> ScanResult:
+        """
+        C{previous} with only the files at C{relpaths} (relative to the home)
+        looked at again: added, re-hashed or removed, without walking the
+        rest of the tree.  A path the table does not synchronise, or one
+        under a symbolic link, is skipped; a folder among C{relpaths} is not
+        walked (a full L{scan} finds what it holds).
+        """
+        with self._lock:
+            return _Scan(self, previous).update(relpaths)
 
     # Used by _Scan; kept apart so that a test can replace it.
     def _hashFile(self, path: str, expected: os.stat_result) -> tuple[str, os.stat_result, int]:
@@ -146,16 +162,24 @@ class IntegrityScanner:
 class _Scan:
     """One walk of the table: the state of one L{IntegrityScanner.scan} call."""
 
-    def __init__(self, scanner: IntegrityScanner) -> None:
+    def __init__(self, scanner: IntegrityScanner, previous: ScanResult | None = None) -> None:
         self.scanner = scanner
         self.table = scanner._table
         self.home = scanner._home
         self.oldCache = scanner._cache
-        self.cache: dict[str, tuple[_Key, FileEntry]] = {}
+        self.cache: dict[str, _Cached] = {}
         self.files: dict[str, FileEntry] = {}
         self.unstable: set[str] = set()
         self.unreadable: set[str] = set()
         self.refused: set[str] = set()
+        self.buckets = [0] * len(TreeDigest().buckets)
+        if previous is not None:
+            self.cache = dict(self.oldCache)
+            self.files = dict(previous.files)
+            self.unstable = set(previous.unstable)
+            self.unreadable = set(previous.unreadable)
+            self.refused = set(previous.refused)
+            self.buckets = list(previous.digest.buckets)
         self.hashed = 0
         self.bytesHashed = 0
         self.reused = 0
@@ -168,6 +192,58 @@ class _Scan:
             base = self._ruleFolder(rule)
             if base is not None:
                 self._walk(rule, base, ruleFolders)
+        return self._result()
+
+    def update(self, relpaths: Iterable[str]) -> ScanResult:
+        """Look at each of C{relpaths} again, and return the result."""
+        realHome = os.path.realpath(self.home)
+        for relpath in set(relpaths):
+            old = self.files.pop(relpath, None)
+            if old is not None:
+                self.buckets[bucketOf(relpath)] ^= leafOf(relpath, old.md5)
+            self.cache.pop(relpath, None)
+            self.unstable.discard(relpath)
+            self.unreadable.discard(relpath)
+            self.refused.discard(relpath)
+            path = self._confined(relpath, realHome)
+            if path is None:
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError as e:
+                self._couldNotRead(relpath, e)
+                continue
+            if stat.S_ISREG(st.st_mode):
+                self._hash(relpath, path, st)
+        return self._result()
+
+    def _confined(self, relpath: str, realHome: str) -> str | None:
+        """
+        The absolute path of C{relpath} if the walk would find it there: a
+        file the table synchronises, with no symbolic link between its rule
+        folder (itself a folder, or a link to one inside the home) and it.
+        """
+        try:
+            rule = self.table.validate(relpath)
+        except UnsafePath:
+            return None
+        base = self._ruleFolder(rule)
+        if base is None:
+            return None
+        path = os.path.join(self.home, relpath)
+        under = os.path.dirname(relpath[len(rule.folder):])
+        expected = os.path.join(os.path.realpath(base), under) if under else os.path.realpath(base)
+        if os.path.realpath(os.path.dirname(path)) != expected or not isInside(expected, realHome):
+            return None
+        return path
+
+    def _couldNotRead(self, relpath: str, error: OSError) -> None:
+        """C{relpath} could not be read: held this round, unless it is simply gone."""
+        if error.errno not in _GONE:
+            self.unstable.add(relpath)
+            self.unreadable.add(relpath)
+
+    def _result(self) -> ScanResult:
         self.scanner._cache = self.cache
         return ScanResult(
             files=MappingProxyType(self.files),
@@ -177,6 +253,7 @@ class _Scan:
             reused=self.reused,
             unreadable=frozenset(self.unreadable),
             refused=frozenset(self.refused),
+            digest=TreeDigest(tuple(self.buckets)),
         )
 
     def _ruleFolder(self, rule: SyncRule) -> str | None:
@@ -213,15 +290,14 @@ class _Scan:
         oldCache = self.oldCache
         cache = self.cache
         files = self.files
+        buckets = self.buckets
         stack = [(base, rule.folder)]
         while stack:
             folder, relFolder = stack.pop()
             try:
                 entries = os.scandir(folder)
             except OSError as e:
-                if e.errno not in _GONE:
-                    self.unstable.add(relFolder)
-                    self.unreadable.add(relFolder)
+                self._couldNotRead(relFolder, e)
                 continue
             with entries:
                 for entry in entries:
@@ -251,9 +327,7 @@ class _Scan:
                     try:
                         st = entry.stat(follow_symlinks=False)
                     except OSError as e:
-                        if e.errno not in _GONE:
-                            self.unstable.add(relpath)
-                            self.unreadable.add(relpath)
+                        self._couldNotRead(relpath, e)
                         continue
                     if not stat.S_ISREG(st.st_mode):
                         continue
@@ -261,6 +335,7 @@ class _Scan:
                     if cached is not None and cached[0] == _key(st):
                         files[relpath] = cached[1]
                         cache[relpath] = cached
+                        buckets[cached[2]] ^= cached[3]
                         self.reused += 1
                         continue
                     self._hash(relpath, entry.path, st)
@@ -274,9 +349,7 @@ class _Scan:
             try:
                 digest, after, read = self.scanner._hashFile(path, st)
             except OSError as e:
-                if e.errno not in _GONE:
-                    self.unstable.add(relpath)
-                    self.unreadable.add(relpath)
+                self._couldNotRead(relpath, e)
                 return
             if attempt == 0:
                 self.hashed += 1
@@ -285,18 +358,18 @@ class _Scan:
             if digest and _key(after) == key:
                 entry = FileEntry(digest, st.st_mtime_ns / 1e9, st.st_size)
                 self.files[relpath] = entry
+                bucket, leaf = bucketOf(relpath), leafOf(relpath, digest)
+                self.buckets[bucket] ^= leaf
                 window = RACY_WINDOW_NS
                 if st.st_ctime_ns % 1_000_000_000 == 0:
                     window += _COARSE_WINDOW_NS
                 if st.st_ctime_ns < self.started - window:
-                    self.cache[relpath] = (key, entry)
+                    self.cache[relpath] = (key, entry, bucket, leaf)
                 return
             try:
                 st = os.stat(path, follow_symlinks=False)
             except OSError as e:
-                if e.errno not in _GONE:
-                    self.unstable.add(relpath)
-                    self.unreadable.add(relpath)
+                self._couldNotRead(relpath, e)
                 return
             if not stat.S_ISREG(st.st_mode):
                 return

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from functools import wraps
-from typing import Concatenate, ParamSpec, TypeVar, Union
+from typing import Any, Concatenate, ParamSpec, TypeVar, Union
 
 from attrs import frozen
 
@@ -211,8 +211,16 @@ class Stager:
         unsafe: type[Exception] | tuple[type[Exception], ...],
         *,
         writeBytes: WriteBytes = os.write,
+        contentProblem: Callable[[str, bytes], str | None] | None = None,
     ) -> None:
+        """
+        @param contentProblem: given a received file's path and content, why
+            it must not be written (it is then refused, the others kept), or
+            L{None}; without it any content goes.  It reads whole files: for
+            small ones only.
+        """
         self._resolve = resolve
+        self._contentProblem = contentProblem
         self._unsafe = unsafe
         self._writeBytes = writeBytes
         self._open: _Open | None = None
@@ -296,6 +304,14 @@ class Stager:
                     " the transfer was abandoned and the previous files kept",
                     current.relpath,
                 )
+            if self._contentProblem is not None:
+                with open(current.temporary, "rb") as f:
+                    problem = self._contentProblem(current.relpath, f.read())
+                if problem is not None:
+                    self.refused.append((repr(current.relpath), problem))
+                    _closeQuietly(current.fd)
+                    _unlinkQuietly(current.temporary)
+                    return
             nanoseconds = round(Fraction(current.mtime) * 1_000_000_000)
             try:
                 os.fchmod(current.fd, current.mode)
@@ -371,8 +387,9 @@ class Stager:
             # Every staged file's data reaches the disk before any rename, so
             # a crash never leaves a renamed but empty file.  One flush for
             # all of them: an fsync per file cost 70% of a 50,000-file sync
-            # (bench/integrity.py).
-            os.sync()
+            # (bench/integrity.py); and only of the file systems written to,
+            # not of every disk of the machine.
+            _syncFileSystems({os.path.dirname(s.temporary) for s in self._staged.values()})
         for staged in self._staged.values():
             try:
                 os.replace(staged.temporary, staged.target)
@@ -569,6 +586,54 @@ def _unlinkQuietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _syncFileSystems(folders: set[str]) -> None:
+    """
+    Flush to disk every file system holding one of C{folders}: C{syncfs(2)}
+    once per file system, or C{sync(2)} where C{syncfs} is not available.
+    """
+    syncfs = _libcSyncfs()
+    if syncfs is None:
+        os.sync()
+        return
+    seen: set[int] = set()
+    for folder in folders:
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            os.sync()
+            return
+        try:
+            device = os.fstat(fd).st_dev
+            if device not in seen:
+                seen.add(device)
+                if syncfs(fd) != 0:
+                    os.sync()
+                    return
+        finally:
+            os.close(fd)
+
+
+_syncfs: list[Any] = []
+
+
+def _libcSyncfs() -> Any:
+    """The C library's C{syncfs}, or L{None} (not Linux, or no C library found)."""
+    if not _syncfs:
+        function = None
+        try:
+            import ctypes
+            import ctypes.util
+
+            library = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            function = library.syncfs
+            function.argtypes = [ctypes.c_int]
+            function.restype = ctypes.c_int
+        except (OSError, AttributeError):
+            function = None
+        _syncfs.append(function)
+    return _syncfs[0]
 
 
 def _fsyncFolder(folder: str) -> None:

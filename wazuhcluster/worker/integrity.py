@@ -1,26 +1,31 @@
 """
-The worker's side of integrity: send its manifest, take the master's files.
+The worker's side of integrity: check its files against the master's, take
+what differs.
 
-Every C{sync_integrity} seconds, and at once when the master says its files
-changed, the worker scans its own copy of the table (in a thread, the same
-scanner as the master's), streams the manifest to the master, and then
-receives the bundle the master sends: files written to temporary names as
-they arrive, all renamed into place when the bundle is complete, extras
-deleted, empty folders pruned where the table says.  Every path is checked
-against the table before anything is written: a master, even a hostile
-one, cannot write outside the synchronised folders.  One sync at a time.
+As soon as it joins the master, then about every C{sync_integrity} seconds
+(give or take a tenth, so that workers do not stay in step) and at once
+when the master says its files changed, the worker scans its own copy of
+the table (in a thread, the same scanner as the master's, so a file edited
+or deleted here is found) and sends the master the digest of what it
+holds.  In sync: done.  Else the master names the buckets that differ; the
+worker streams the manifest of those buckets only, and then receives the
+bundle the master sends: files written to temporary names as they arrive,
+all renamed into place when the bundle is complete, extras deleted, empty
+folders pruned where the table says.  Every path is checked against the
+table before anything is written: a master, even a hostile one, cannot
+write outside the synchronised folders.  One sync at a time.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+import random
+from typing import Any, Callable, Mapping
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
@@ -30,7 +35,8 @@ from ..internal_options import InternalOptions
 from ..protocol.stream import SinkFactory, chunksOf
 from ..stats import NodeStats
 from ..sync.bundle import BundleWriter
-from ..sync.manifest import encodeManifest
+from ..sync.digest import BUCKETS, bucketOf
+from ..sync.manifest import FileEntry, encodeManifest
 from ..sync.scan import IntegrityScanner
 from ..sync.stager import Stager, removeStaleTemporaries
 from ..sync.table import SyncTable, UnsafePath
@@ -50,7 +56,12 @@ class WorkerIntegrity(Service):
         clock: IReactorTime,
         nodeName: str,
         runInThread: Callable[..., Deferred] = deferToThread,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
+        """
+        @param jitter: a number from 0 to 1 that spreads the timed cycles
+            over C{sync_integrity} plus or minus a tenth.
+        """
         self.home = home
         self.table = table
         self.options = options
@@ -63,13 +74,15 @@ class WorkerIntegrity(Service):
         #: Whether a sync is under way (not Service.running: that one says started).
         self.syncing = False
         self.lastResult: dict[str, Any] = {}
+        #: The master's generation this worker last found itself in sync with, or applied.
+        self.generation = 0
+        self.jitter = jitter
         #: The node's counters (the builder hands over the node's own).
         self.stats = NodeStats()
         self._again = False
         self._bundleDone: Deferred[None] | None = None
         self._bundleExpected: IDelayedCall | None = None
-        self._loop = LoopingCall(self._cycle)
-        self._loop.clock = clock
+        self._next: IDelayedCall | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -80,12 +93,23 @@ class WorkerIntegrity(Service):
             self.log.info(
                 "Removed {n} temporary files left by an interrupted transfer.", n=len(removed)
             )
-        self._loop.start(self.options.sync_integrity, now=False)
+        self._schedule()
 
     def stopService(self) -> None:
         super().stopService()
-        if self._loop.running:
-            self._loop.stop()
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = None
+
+    def _schedule(self, delay: float | None = None) -> None:
+        """The next cycle: in C{delay} seconds, or a jittered C{sync_integrity}."""
+        if not self.running:
+            return
+        if delay is None:
+            delay = self.options.sync_integrity * (0.9 + 0.2 * self.jitter())
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = self.clock.callLater(delay, self._cycle)
 
     def resolve(self, relpath: str) -> tuple[str, int, str | None]:
         """Where a file from the master goes, and with which mode; refuses unsafe paths."""
@@ -93,13 +117,17 @@ class WorkerIntegrity(Service):
         return target, rule.mode, self.home.path(rule.folder) if rule.prune_empty_folders else None
 
     def syncSoon(self) -> None:
-        """The master's files changed: sync now (or right after the running sync)."""
+        """
+        Sync now (or right after the running sync): the worker just joined
+        the master, or the master's files changed.
+        """
         if self.syncing:
             self._again = True
         else:
-            self.clock.callLater(0, self._cycle)
+            self._schedule(0)
 
     def _cycle(self) -> Deferred[None]:
+        self._next = None
         return Deferred.fromCoroutine(self.sync()).addErrback(
             lambda f: self.log.failure("Integrity cycle failed", f)
         )
@@ -113,36 +141,22 @@ class WorkerIntegrity(Service):
         self._bundleDone = Deferred()
         try:
             scan = await self.runInThread(self.scanner.scan)
-            answer = jsonObject(
+            check = jsonObject(
                 await connection.streams.send(
-                    "integrity-manifest",
-                    "",
-                    chunksOf(encodeManifest(scan.files)),
+                    "integrity-check",
+                    json.dumps({"generation": self.generation, "digest": scan.digest.encode().hex()}),
+                    chunksOf(iter(())),
                     timeout=self.options.timeout_receiving_file,
                 )
             )
-            if answer.get("busy"):
+            if check.get("busy"):
                 self.log.debug("The master is still busy with this worker's previous sync.")
-            elif answer.get("in_sync"):
-                self.log.debug("Files in sync with the master ({n} files).", n=len(scan.files))
+            elif check.get("in_sync"):
+                self.generation = int(check.get("generation", 0))
+                self.log.debug("Files in sync with the master ({n} files, generation {g}).",
+                               n=len(scan.files), g=self.generation)
             else:
-                self.log.info(
-                    "Integrity check: {missing} missing, {shared} different, {extra} extra,"
-                    " {extra_valid} extra valid.",
-                    missing=answer.get("missing"),
-                    shared=answer.get("shared"),
-                    extra=answer.get("extra"),
-                    extra_valid=answer.get("extra_valid"),
-                )
-                if answer.get("transfer"):
-                    await self._waitForBundle(connection)
-                    if self.lastResult.get("written") or self.lastResult.get("deleted"):
-                        # client.keys may have changed.
-                        await self._removeFilesOfUnregisteredAgents()
-                elif answer.get("extra_valid"):
-                    # Group files only this worker has: those of agents the
-                    # master does not register go (the others it asks for).
-                    await self._removeFilesOfUnregisteredAgents()
+                await self._listDifferences(connection, scan.files, _bucketsOf(check))
             self.stats.count("integrity_syncs")
         except Exception as e:
             self.stats.count("errors")
@@ -157,6 +171,44 @@ class WorkerIntegrity(Service):
             if self._again:
                 self._again = False
                 self.syncSoon()
+            elif self._next is None:
+                self._schedule()
+
+    async def _listDifferences(self, connection: Any, files: Mapping[str, FileEntry], buckets: list[int]) -> None:
+        """Send the manifest of the buckets that differ, and take what the master sends back."""
+        pieces = await self.runInThread(_manifestPieces, files, frozenset(buckets))
+        answer = jsonObject(
+            await connection.streams.send(
+                "integrity-manifest",
+                json.dumps({"buckets": buckets}),
+                chunksOf(iter(pieces)),
+                timeout=self.options.timeout_receiving_file,
+            )
+        )
+        if answer.get("busy"):
+            self.log.debug("The master is still busy with this worker's previous sync.")
+        elif answer.get("in_sync"):
+            self.log.debug("Files in sync with the master ({n} buckets compared).", n=len(buckets))
+        else:
+            self.log.info(
+                "Integrity check: {missing} missing, {shared} different, {extra} extra,"
+                " {extra_valid} extra valid.",
+                missing=answer.get("missing"),
+                shared=answer.get("shared"),
+                extra=answer.get("extra"),
+                extra_valid=answer.get("extra_valid"),
+            )
+            if answer.get("transfer"):
+                await self._waitForBundle(connection)
+                if "error" not in self.lastResult:
+                    self.generation = int(answer.get("generation", self.generation))
+                if self.lastResult.get("written") or self.lastResult.get("deleted"):
+                    # client.keys may have changed.
+                    await self._removeFilesOfUnregisteredAgents()
+            elif answer.get("extra_valid"):
+                # Group files only this worker has: those of agents the
+                # master does not register go (the others it asks for).
+                await self._removeFilesOfUnregisteredAgents()
 
     async def _waitForBundle(self, connection: Any) -> None:
         done = self._bundleDone
@@ -269,3 +321,18 @@ class WorkerIntegrity(Service):
                     pieces.close()
 
         Deferred.fromCoroutine(send())
+
+
+def _bucketsOf(check: dict[str, Any]) -> list[int]:
+    """The buckets the master's answer names; every one if it names none a worker can use."""
+    buckets = check.get("buckets")
+    if type(buckets) is list and all(type(b) is int and 0 <= b < BUCKETS for b in buckets):
+        return sorted(set(buckets))
+    return list(range(BUCKETS))
+
+
+def _manifestPieces(files: Mapping[str, FileEntry], buckets: frozenset[int]) -> list[bytes]:
+    """The manifest of the files in C{buckets}, in pieces (blocking: thousands of paths)."""
+    if len(buckets) == BUCKETS:
+        return list(encodeManifest(files))
+    return list(encodeManifest({p: e for p, e in files.items() if bucketOf(p) in buckets}))

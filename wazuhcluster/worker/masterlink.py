@@ -169,6 +169,8 @@ class MasterLink(MultiService, AsksAboutNodes):
         self.clock = clock
         self.connection: MasterConnection | None = None
         self.failedKeepAlives = 0
+        #: Called each time the worker joins the master (its first syncs start there).
+        self.onJoined: list[Callable[[], object]] = []
         #: The node's counters (the builder hands over the node's own).
         self.stats = NodeStats()
         factory = MasterConnectionFactory(settings, clock, sinksFor, onIntegrityChanged)
@@ -210,6 +212,8 @@ class MasterLink(MultiService, AsksAboutNodes):
         self._keepAlive.start(self.settings.options.keep_alive, now=False).addErrback(
             lambda f: self.log.failure("Keep-alive cycle stopped", f)
         )
+        for joined in self.onJoined:
+            joined()
 
     def _joinFailed(self, failure: Failure, protocol: MasterConnection) -> Failure:
         if failure.check(HandshakeFailed):
