@@ -144,7 +144,7 @@ LAG_RECORDED = 0.05
 SOAK_MARGIN_MB = 1.0
 
 COMPUTED = re.compile(r"Integrity computed: (\d+) files, (\d+) hashed, (\d+) unchanged, in ([0-9.]+) s")
-IN_SYNC = re.compile(r"Files in sync with the master \((\d+) files\)")
+IN_SYNC = re.compile(r"Files in sync with the master \((\d+) files")
 SENT = re.compile(r"Sent (\d+) agent statuses")
 PROBLEMS = re.compile(r"WARNING|ERROR|CRITICAL|Traceback")
 STAMP = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) ")
@@ -258,6 +258,11 @@ def installTaskTimers(path: str, nodeName: str) -> None:
             return {}
         return parsed if isinstance(parsed, dict) else {}
 
+    # A check is the digest compared (in sync: the whole check), and when
+    # it differs the manifest of the buckets that differ, compared.
+    timedSink(masterintegrity._CheckSink, "integrity_check", lambda s: s.connection.nodeName,
+              lambda s, a: None,
+              skip=lambda a: bool(answerOf(a).get("busy")))
     timedSink(masterintegrity._ManifestSink, "integrity_check", lambda s: s.connection.nodeName,
               lambda s, a: None,
               skip=lambda a: bool(answerOf(a).get("busy")))
@@ -267,10 +272,10 @@ def installTaskTimers(path: str, nodeName: str) -> None:
 
     transfer = masterintegrity.MasterIntegrity._transfer
 
-    async def transferTimed(self: Any, connection: Any, status: Any, comparison: Any) -> None:
+    async def transferTimed(self: Any, connection: Any, status: Any, comparison: Any, *rest: Any) -> None:
         start = now()
         try:
-            await transfer(self, connection, status, comparison)
+            await transfer(self, connection, status, comparison, *rest)
         finally:
             record("integrity_sync", "master", connection.nodeName, start, not status.last_error,
                    len(comparison.missing) + len(comparison.shared))

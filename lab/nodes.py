@@ -600,13 +600,13 @@ import sys
 from twisted.internet import reactor
 from twisted.logger import Logger, globalLogBeginner
 
-import wazuhcluster.master.integrity as masterintegrity
+import wazuhcluster.master.bundlecache as bundlecache
 from wazuhcluster.logs import clusterLogObserver, openLogFile
 from wazuhcluster.node import loadNode, makeNodeService
 
 configPath, spec = sys.argv[1], json.loads(sys.argv[2])
 log = Logger(namespace="hostile")
-HonestBundleWriter = masterintegrity.BundleWriter
+HonestBundleWriter = bundlecache.BundleWriter
 
 
 class HostileBundleWriter(HonestBundleWriter):
@@ -619,7 +619,7 @@ class HostileBundleWriter(HonestBundleWriter):
         super().__init__(files, deletions, *args, **kwargs)
 
 
-masterintegrity.BundleWriter = HostileBundleWriter
+bundlecache.BundleWriter = HostileBundleWriter
 setup = loadNode(configPath)
 setup.home.makeFolders()
 observer = clusterLogObserver(openLogFile(setup.home.clusterLog), setup.options.debug > 0, sys.stdout)

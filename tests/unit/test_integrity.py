@@ -417,16 +417,21 @@ class FleetScaleTests(IntegrityTests):
         self.assertEqual(md5(self.workerHome.path("etc/rules/local_rules.xml")),
                          md5(self.masterHome.path("etc/rules/local_rules.xml")))
 
-    def test_bundlesOfOldGenerationsRemoved(self) -> None:
+    def test_bundlesOfOldGenerationsDropped(self) -> None:
+        """
+        Bundles are anonymous files (nothing left in queue/cluster by a
+        killed master); a new generation drops the older ones.
+        """
         self.syncedWorker()
-        spool = self.masterHome.path("queue", "cluster")
-        self.assertTrue([n for n in os.listdir(spool) if n.startswith(".wazuhcluster-bundle-")])
+        self.assertEqual(os.listdir(self.masterHome.path("queue", "cluster")), [])
+        self.assertEqual(len(self.masterIntegrity.bundles._bundles), 1)
+        first = next(iter(self.masterIntegrity.bundles._bundles.values()))[0]
         write(self.masterHome, "etc/rules/local_rules.xml", b"<group name='local'>edited</group>\n")
         self.successResultOf(self.masterIntegrity.recalculate())
         self.sync()
-        self.assertEqual(len([n for n in os.listdir(spool) if n.startswith(".wazuhcluster-bundle-")]), 1)
-        self.masterIntegrity.stopService()
-        self.assertEqual([n for n in os.listdir(spool) if n.startswith(".wazuhcluster-bundle-")], [])
+        (kept,) = self.masterIntegrity.bundles._bundles.values()
+        self.assertIsNot(kept[0], first)
+        self.assertEqual(kept[0].files, 1)
 
     def test_unrequestedOrInvalidGroupFilesRefused(self) -> None:
         """

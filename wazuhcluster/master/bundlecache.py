@@ -5,10 +5,12 @@ When the master's files change, every worker needs the same files: the
 edited rule, or the whole tree for workers that start empty.  Building a
 bundle (reading each file twice over, compressing) is most of a transfer's
 cost, so the master builds the bundle of a (generation, files to send,
-files to delete) once, in a thread, into a file under C{queue/cluster/},
-and streams that file to each worker that asks for the same delta.  Bundles
-of an older generation are removed when a newer one is asked for; a worker
-still streaming one keeps reading it (the file is unlinked, not truncated).
+files to delete) once, in a thread, into an anonymous file under
+C{queue/cluster/} (unlinked at once: a killed master leaves nothing
+behind), and streams that file to each worker that asks for the same
+delta.  Bundles of an older generation are dropped when a newer one is
+asked for; a worker still streaming one keeps reading it, and its space
+is freed when the last reader is done.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -36,9 +38,9 @@ MAX_KEPT = 8
 
 @frozen
 class BuiltBundle:
-    """A bundle written to C{path}, and what the writer reported while building it."""
+    """A bundle written to C{file}, and what the writer reported while building it."""
 
-    path: str
+    file: IO[bytes]
     files: int
     deletions: int
     sent: tuple[str, ...]
@@ -48,9 +50,10 @@ class BuiltBundle:
 
     def chunks(self) -> Iterator[bytes]:
         """The bundle's bytes, in pieces (blocking reads: pull them from a thread)."""
-        with open(self.path, "rb") as f:
-            while block := f.read(_READ_SIZE):
-                yield block
+        fd, offset = self.file.fileno(), 0
+        while block := os.pread(fd, _READ_SIZE, offset):
+            offset += len(block)
+            yield block
 
 
 class BundleCache:
@@ -62,8 +65,6 @@ class BundleCache:
         self.generation = -1
         #: Each kept bundle: [the built bundle or None while building, its waiters].
         self._bundles: dict[bytes, list[Any]] = {}
-        #: The files of the current generation's bundles.
-        self._paths: list[str] = []
         #: Bundles built since start (what a benchmark or test looks at).
         self.built = 0
 
@@ -99,8 +100,6 @@ class BundleCache:
     def _built(self, result: Any, key: bytes, entry: list[Any], keep: bool) -> None:
         waiters, entry[1] = entry[1], []
         if isinstance(result, BuiltBundle):
-            # Removed with its generation, kept for other workers or not.
-            self._paths.append(result.path)
             if keep and self._bundles.get(key) is entry:
                 entry[0] = result
             for waiting in waiters:
@@ -112,14 +111,8 @@ class BundleCache:
             waiting.errback(result)
 
     def clear(self) -> None:
-        """Forget every bundle and remove its file."""
-        paths, self._paths = self._paths, []
+        """Forget every bundle (each file goes with its last reader)."""
         self._bundles.clear()
-        for path in paths:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
 
     def _build(self, sending: tuple[str, ...], deletions: tuple[str, ...], home: Callable[[str], str]) -> BuiltBundle:
         """Write the bundle to a file under the cache's folder (blocking)."""
@@ -130,15 +123,15 @@ class BundleCache:
             level=1,
         )
         os.makedirs(self.folder, mode=0o770, exist_ok=True)
-        fd, path = tempfile.mkstemp(prefix=".wazuhcluster-bundle-", dir=self.folder)
+        f = tempfile.TemporaryFile(dir=self.folder)
         try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in writer.chunks():
-                    f.write(chunk)
+            for chunk in writer.chunks():
+                f.write(chunk)
+            f.flush()
         except BaseException:
-            os.unlink(path)
+            f.close()
             raise
         return BuiltBundle(
-            path, len(sending), len(deletions), tuple(writer.sent), tuple(writer.skipped),
+            f, len(sending), len(deletions), tuple(writer.sent), tuple(writer.skipped),
             tuple(writer.failed), writer.bytesOut,
         )

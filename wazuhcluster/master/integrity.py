@@ -285,7 +285,7 @@ class MasterIntegrity(Service):
             if mask & (_IN_ISDIR | _IN_Q_OVERFLOW):
                 self._changedPaths = True
             else:
-                relpath = os.path.relpath(path.path, self.home.root)
+                relpath = os.path.relpath(os.fsdecode(path.path), self.home.root)
                 self._changedPaths.add(relpath)
         if self._pendingRescan is None or not self._pendingRescan.active():
             self._pendingRescan = self.clock.callLater(0.1, self._rescanChanged)

@@ -153,8 +153,7 @@ class WorkerIntegrity(Service):
                 self.log.debug("The master is still busy with this worker's previous sync.")
             elif check.get("in_sync"):
                 self.generation = int(check.get("generation", 0))
-                self.log.debug("Files in sync with the master ({n} files, generation {g}).",
-                               n=len(scan.files), g=self.generation)
+                self.log.debug("Files in sync with the master ({n} files).", n=len(scan.files))
             else:
                 await self._listDifferences(connection, scan.files, _bucketsOf(check))
             self.stats.count("integrity_syncs")
