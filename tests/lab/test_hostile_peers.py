@@ -1353,9 +1353,10 @@ def test_a_hostile_worker_with_the_key_is_refused_and_contained(make_lab, tmp_pa
 
     # Extra-valid group files: only the registered agent's real file is taken.
     answer = json.loads(found["extra_valid"]["answer"])
-    assert (answer["written"], answer["deleted"], answer["refusedCount"]) == (1, 0, 7), answer
-    logged(rf"Refused a file from worker {peer_of('extra_valid')}: ", 7)
-    logged(rf"Received from worker {peer_of('extra_valid')}: 1 files written, 0 deleted\.")
+    # Group files the master did not ask for are refused, even that of a known agent.
+    assert (answer["written"], answer["deleted"], answer["refusedCount"]) == (0, 0, 8), answer
+    logged(rf"Refused a file from worker {peer_of('extra_valid')}: ", 8)
+    logged(rf"Refused a file from worker {peer_of('extra_valid')}: 'queue/agent-groups/001' was not asked for\.")
     assert "over the limit of 65536" in found["extra_valid_oversized"]["error"], found["extra_valid_oversized"]
     logged(rf"Abandoned incoming extra-valid stream 1 from {peer_of('extra_valid_oversized')} .*over the limit")
 
@@ -1378,11 +1379,11 @@ def test_a_hostile_worker_with_the_key_is_refused_and_contained(make_lab, tmp_pa
         assert json.loads(answer["answer"]) == {"written": 0, "same": 0, "older": 0, "unknown": 20000, "refused": 0}
     logged(rf"Dropped 20000 statuses of agents not registered on the master from worker {peer_of('agent_info_flood')}", 3)
 
-    # Nothing changed but where a worker may write; nothing outside the home at all.
+    # Nothing changed but where a worker may write, and only what the master
+    # asked for (no group file: none was asked); nothing outside the home at all.
     after = home.snapshot()
     status = "Linux |{name} |5.15.0 |#1 SMP |x86_64 - Wazuh v4.9.0 / ab73af41699f13fdd81903b5f23d8d00\n"
     assert changes(before, after) == {
-        home.path("queue/agent-groups/001"): (None, ("file", md5_bytes(home.payload.encode()), "0o660")),
         home.path("queue/agent-info/web-10.0.0.5"): (None, ("file", md5_bytes(status.format(name="web").encode()), "0o660")),
         home.path("queue/agent-info/db-any"): (
             ("link", str(home.outside / "status-target")),
