@@ -101,6 +101,32 @@ class StreamTests(SynchronousTestCase):
         self.successResultOf(result)
         self.assertEqual(len(sink.chunks), WINDOW * 3)
 
+    def test_slowButMovingReceiverNotGivenUp(self) -> None:
+        """
+        A sink that takes most of timeout_receiving_file for each chunk is
+        slow, not stalled: the whole stream takes many times the timeout and
+        still completes on both sides.
+        """
+        self.slow = True
+        result = self.send([b"x" * CHUNK_SIZE] * (WINDOW * 2))
+        sink = self.sinks[0]
+        while sink.pending:
+            self.clock.advance(FAST.timeout_receiving_file * 0.6)
+            sink.pending.pop(0).callback(None)
+            self.net.flush()
+        self.successResultOf(result)
+        self.assertIsNone(sink.abortedWith)
+        self.assertGreater(self.clock.seconds(), FAST.timeout_receiving_file * WINDOW)
+
+    def test_stalledReceiverGivenUp(self) -> None:
+        """A receiver that takes no chunk for timeout_receiving_file seconds fails the stream, in words."""
+        self.slow = True
+        result = self.send([b"x" * CHUNK_SIZE] * (WINDOW * 2))
+        self.clock.advance(FAST.timeout_receiving_file)
+        self.net.flush()
+        error = self.failureResultOf(result, TimeoutError).value
+        self.assertEqual(str(error), f"the receiver took no chunk for {FAST.timeout_receiving_file:g} seconds")
+
     def test_unknownKindRefused(self) -> None:
         self.failureResultOf(self.send([b"x"], kind="nope"), StreamRefused)
 

@@ -471,3 +471,19 @@ class StaleTemporaryTests(StagerTestCase):
         self.assertEqual(len(left), 2)
         self.assertEqual(sorted(removeStaleTemporaries([self.path("etc")])), left)
         self.assertEqual(snapshot(self.root), before)
+
+
+class NanosecondsTests(SynchronousTestCase):
+    """The mtime a file is given: exact, as Fraction arithmetic says."""
+
+    def test_sameAsFractions(self) -> None:
+        import random
+        from fractions import Fraction
+
+        from wazuhcluster.sync.stager import _nanoseconds
+
+        rng = random.Random(7)
+        for seconds in [0.0, 1.5, 2.5e-9, 0.5e-9, 1.5e-9, 1_700_000_000.123456789] + [
+            rng.uniform(0, 4e9) for _ in range(20_000)
+        ]:
+            self.assertEqual(_nanoseconds(seconds), round(Fraction(seconds) * 1_000_000_000), seconds)

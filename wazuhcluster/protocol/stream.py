@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Awaitable, Callable, Iterator, Protocol
 
-from twisted.internet.defer import Deferred, DeferredLock, DeferredSemaphore
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock, DeferredSemaphore
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 #: Bytes of payload in one chunk: far below one AMP value with its sealing.
 CHUNK_SIZE = 48 * 1024
@@ -231,6 +232,9 @@ class StreamEndpoint:
             except Exception as e:
                 self._drop(incoming, _describe(e))
                 raise StreamFailed(_describe(e)) from None
+            if incoming.failed is None:
+                # A sink slow with many queued chunks is progress, not a stall.
+                self._armIdle(incoming)
             return {}
 
         return incoming.lock.run(lambda: Deferred.fromCoroutine(feed()))
@@ -294,6 +298,11 @@ class StreamEndpoint:
             await self._call(StreamOpen, timeout, stream_id=streamID, kind=kind, info=info)
             digest, size, seq = hashlib.sha256(), 0, 0
             inFlight: list[Deferred] = []
+            # Chunks answer in order, each once the receiver has taken it
+            # (written it, for a bundle): the deadline is on progress, not
+            # on each chunk, so a receiver that is slow but moving (a worker
+            # writing 50,000 small files on a busy machine) is not given up.
+            progress = _Progress(self.clock, timeout)
             try:
                 while True:
                     data = await _maybe(chunks())
@@ -309,7 +318,7 @@ class StreamEndpoint:
                         # connection when an error answer finds no errback,
                         # and a refused chunk must fail this stream only.
                         inFlight.append(
-                            self._call(StreamChunk, timeout, stream_id=streamID, seq=seq, data=piece)
+                            progress.watch(self.protocol.callRemote(StreamChunk, stream_id=streamID, seq=seq, data=piece))
                             .addCallbacks(lambda r: (True, r), lambda f: (False, f))
                         )
                         seq += 1
@@ -324,6 +333,8 @@ class StreamEndpoint:
             except BaseException as e:
                 self._abortRemote(streamID, _describe(e))
                 raise
+            finally:
+                progress.stop()
             return answer["result"]
 
     def _call(self, command: type[amp.Command], timeout: float, **arguments: Any) -> Deferred:
@@ -336,6 +347,47 @@ class StreamEndpoint:
             self.protocol.callRemote(StreamAbort, stream_id=streamID, reason=reason[:500])
         except Exception:
             pass  # the connection is gone: the receiver drops the stream by itself
+
+
+class _Progress:
+    """
+    Fails every chunk in flight once none has been answered for C{timeout}
+    seconds: the receiver stalled.
+    """
+
+    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+        self.clock = clock
+        self.timeout = timeout
+        self.pending: list[Deferred] = []
+        self.timer: IDelayedCall | None = None
+        self.stalled = False
+
+    def watch(self, answer: Deferred) -> Deferred:
+        """Watch C{answer}, the answer to a chunk just sent."""
+        self.pending.append(answer)
+        if self.timer is None:
+            self.timer = self.clock.callLater(self.timeout, self._stall)
+        return answer.addBoth(self._answered, answer)
+
+    def _answered(self, result: Any, answer: Deferred) -> Any:
+        self.pending.remove(answer)
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = self.clock.callLater(self.timeout, self._stall) if self.pending else None
+        if self.stalled and isinstance(result, Failure) and result.check(CancelledError):
+            return Failure(TimeoutError(f"the receiver took no chunk for {self.timeout:g} seconds"))
+        return result
+
+    def _stall(self) -> None:
+        self.timer = None
+        self.stalled = True
+        for answer in list(self.pending):
+            answer.cancel()
+
+    def stop(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
 
 
 class _Held:

@@ -33,7 +33,6 @@ import secrets
 import stat
 import threading
 from collections.abc import Callable, Iterable
-from fractions import Fraction
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar, Union
 
@@ -312,7 +311,7 @@ class Stager:
                     _closeQuietly(current.fd)
                     _unlinkQuietly(current.temporary)
                     return
-            nanoseconds = round(Fraction(current.mtime) * 1_000_000_000)
+            nanoseconds = _nanoseconds(current.mtime)
             try:
                 os.fchmod(current.fd, current.mode)
                 os.utime(current.fd, ns=(nanoseconds, nanoseconds))
@@ -586,6 +585,19 @@ def _unlinkQuietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _nanoseconds(seconds: float) -> int:
+    """
+    C{seconds} in whole nanoseconds, exactly as C{round(Fraction(seconds) *
+    10**9)} (half to even), in integer arithmetic: 50,000 Fractions cost a
+    second of a sync.
+    """
+    numerator, denominator = float(seconds).as_integer_ratio()
+    quotient, remainder = divmod(numerator * 1_000_000_000, denominator)
+    if 2 * remainder > denominator or (2 * remainder == denominator and quotient % 2):
+        quotient += 1
+    return quotient
 
 
 def _syncFileSystems(folders: set[str]) -> None:

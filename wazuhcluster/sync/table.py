@@ -328,69 +328,101 @@ class SyncTable:
         C{O_NOFOLLOW} and rename atomically, since the disk may change
         between this check and the write.
         """
-        rule = self.validate(relpath)
-        assert isinstance(relpath, str)
+        return self.resolver(home)(relpath)
+
+    def resolver(self, home: str) -> Callable[[object], tuple[str, SyncRule]]:
+        """
+        L{resolve} for the many paths of one transfer under C{home}: each
+        folder found safe is remembered and not checked again (a transfer of
+        50,000 files in a few folders checks those folders once, not 50,000
+        times); what is missing or refused is checked again every time.
+        """
         homePath = os.path.abspath(home)
         realHome = os.path.realpath(homePath)
-        base = os.path.join(homePath, rule.folder.rstrip("/"))
-        target = os.path.join(homePath, relpath)
+        prefix = homePath.rstrip("/") + "/"
+        #: Rule folders (absolute) found safe, and their real paths.
+        bases: dict[str, str] = {}
+        #: Folders under a rule folder found real and inside it.
+        folders: set[str] = set()
 
-        try:
-            baseStat: os.stat_result | None = os.lstat(base)
-        except FileNotFoundError:
-            baseStat = None
-        except OSError as e:
-            raise UnsafePath.refusing(relpath, f"cannot check the folder {base} ({e.strerror or e})") from None
-        if baseStat is not None:
-            if stat.S_ISLNK(baseStat.st_mode):
-                realBase = os.path.realpath(base)
-                if not isInside(realBase, realHome):
+        def resolve(relpath: object) -> tuple[str, SyncRule]:
+            rule = self.validate(relpath)
+            assert isinstance(relpath, str)
+            base = prefix + rule.folder.rstrip("/")
+            target = prefix + relpath
+            realBase = bases.get(base)
+            if realBase is None:
+                realBase = self._checkBase(homePath, realHome, base, relpath)
+                if realBase is None:
+                    # Nothing below a missing rule folder exists: the writer creates it all.
+                    return target, rule
+                bases[base] = realBase
+            parts = relpath[len(rule.folder) :].split("/")
+            current = base
+            nearest = base
+            walked = []
+            for index, part in enumerate(parts):
+                current = current + "/" + part
+                last = index == len(parts) - 1
+                if not last and current in folders:
+                    nearest = current
+                    continue
+                try:
+                    st = os.lstat(current)
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    raise UnsafePath.refusing(relpath, f"cannot check {current} ({e.strerror or e})") from None
+                if stat.S_ISLNK(st.st_mode):
                     raise UnsafePath.refusing(
                         relpath,
-                        f"the folder {base} is a symbolic link to {realBase}, outside {homePath}; "
-                        "replace it with a real folder",
+                        f"{current} is a symbolic link; synchronised files and folders must be real, so remove it",
                     )
-                if not os.path.isdir(realBase):
-                    raise UnsafePath.refusing(relpath, f"the folder {base} is a symbolic link to {realBase}, which is not a folder")
-            elif not stat.S_ISDIR(baseStat.st_mode):
-                raise UnsafePath.refusing(relpath, f"{base} is not a folder; remove it so the folder can be created")
-        else:
-            # Nothing below a missing rule folder exists: the writer creates it all.
+                if last:
+                    if not stat.S_ISREG(st.st_mode):
+                        raise UnsafePath.refusing(
+                            relpath, f"{current} exists and is not a regular file; remove it to let the file be written"
+                        )
+                elif not stat.S_ISDIR(st.st_mode):
+                    raise UnsafePath.refusing(relpath, f"{current} is not a folder; remove it to let the file be written")
+                else:
+                    nearest = current
+                    walked.append(current)
+            if walked:
+                realNearest = os.path.realpath(nearest)
+                if not isInside(realNearest, realBase):
+                    raise UnsafePath.refusing(relpath, f"{nearest} really is {realNearest}, outside {realBase}")
+                folders.update(walked)
             return target, rule
 
-        realBase = os.path.realpath(base)
-        parts = relpath[len(rule.folder) :].split("/")
-        current = base
-        nearest = base
-        for index, part in enumerate(parts):
-            current = os.path.join(current, part)
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                break
-            except OSError as e:
-                raise UnsafePath.refusing(relpath, f"cannot check {current} ({e.strerror or e})") from None
-            last = index == len(parts) - 1
-            if stat.S_ISLNK(st.st_mode):
+        return resolve
+
+    @staticmethod
+    def _checkBase(homePath: str, realHome: str, base: str, relpath: str) -> str | None:
+        """
+        The real path of the rule folder C{base} if it is safe: a folder, or
+        a link to a folder inside the home; L{None} if it is missing.
+        """
+        try:
+            baseStat = os.lstat(base)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise UnsafePath.refusing(relpath, f"cannot check the folder {base} ({e.strerror or e})") from None
+        if stat.S_ISLNK(baseStat.st_mode):
+            realBase = os.path.realpath(base)
+            if not isInside(realBase, realHome):
                 raise UnsafePath.refusing(
                     relpath,
-                    f"{current} is a symbolic link; synchronised files and folders must be real, so remove it",
+                    f"the folder {base} is a symbolic link to {realBase}, outside {homePath}; "
+                    "replace it with a real folder",
                 )
-            if last:
-                if not stat.S_ISREG(st.st_mode):
-                    raise UnsafePath.refusing(
-                        relpath, f"{current} exists and is not a regular file; remove it to let the file be written"
-                    )
-            elif not stat.S_ISDIR(st.st_mode):
-                raise UnsafePath.refusing(relpath, f"{current} is not a folder; remove it to let the file be written")
-            else:
-                nearest = current
-        realNearest = os.path.realpath(nearest)
-        if not isInside(realNearest, realBase):
-            raise UnsafePath.refusing(
-                relpath, f"{nearest} really is {realNearest}, outside {realBase}"
-            )
-        return target, rule
+            if not os.path.isdir(realBase):
+                raise UnsafePath.refusing(relpath, f"the folder {base} is a symbolic link to {realBase}, which is not a folder")
+            return realBase
+        if not stat.S_ISDIR(baseStat.st_mode):
+            raise UnsafePath.refusing(relpath, f"{base} is not a folder; remove it so the folder can be created")
+        return os.path.realpath(base)
 
     def folders(self) -> tuple[str, ...]:
         """The distinct rule folders, relative to the home, in table order (to watch them)."""

@@ -111,10 +111,18 @@ class WorkerIntegrity(Service):
             self._next.cancel()
         self._next = self.clock.callLater(delay, self._cycle)
 
-    def resolve(self, relpath: str) -> tuple[str, int, str | None]:
-        """Where a file from the master goes, and with which mode; refuses unsafe paths."""
-        target, rule = self.table.resolve(self.home.root, relpath)
-        return target, rule.mode, self.home.path(rule.folder) if rule.prune_empty_folders else None
+    def resolver(self) -> Callable[[str], tuple[str, int, str | None]]:
+        """
+        Where each file of one transfer from the master goes, and with which
+        mode; refuses unsafe paths.
+        """
+        resolve = self.table.resolver(self.home.root)
+
+        def where(relpath: str) -> tuple[str, int, str | None]:
+            target, rule = resolve(relpath)
+            return target, rule.mode, self.home.path(rule.folder) if rule.prune_empty_folders else None
+
+        return where
 
     def syncSoon(self) -> None:
         """
@@ -270,7 +278,7 @@ class WorkerIntegrity(Service):
         def bundle(info: str) -> BundleSink:
             self._bundleOpened()
             return BundleSink(
-                Stager(self.resolve, UnsafePath), self.runInThread,
+                Stager(self.resolver(), UnsafePath), self.runInThread,
                 f"master {connection.masterName or connection.peerDescription()}",
                 self._bundleFinished, logTag=self.logTag,
             )
