@@ -66,6 +66,7 @@ import random
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -632,12 +633,15 @@ def reportProblems(results: Results, cluster: Cluster, workers: int) -> None:
 
 def baseline(layout: Layout, results: Results) -> dict[str, float]:
     """
-    What one integrity check costs, in this process, on the master's own
-    tree: a worker's scan (warm: nothing hashed) and its manifest encoded;
-    the master's decoding of it (in the daemon, on its reactor thread, as
-    the stream's pieces arrive), the memory the decoded manifest holds, and
-    the comparison (in a thread).  Median CPU of 3, then one decode under
-    tracemalloc.
+    The baseline for the master's check of an in-sync worker: what one
+    check cost in the previous design (every worker's full manifest, every
+    cycle), measured in this process on the master's own tree: a worker's
+    scan (warm: nothing hashed) and its manifest encoded; the master's
+    decoding of it (on its reactor thread, as the stream's pieces arrived),
+    the memory the decoded manifest held, and the comparison (in a thread).
+    Median CPU of 3, then one decode under tracemalloc.  The daemon's own
+    check (a digest compared; a manifest only of the buckets that differ)
+    is timed in the cluster that follows.
     """
     import tracemalloc
 
@@ -680,10 +684,11 @@ def baseline(layout: Layout, results: Results) -> dict[str, float]:
     results.add("in this process, before the cluster: a worker's scan, warm (nothing hashed) / its manifest encoded",
                 f"{scanCPU:.3f} / {encodeCPU:.3f} s CPU; {files:,} files, {sum(map(len, pieces)) / 2**20:.1f} MB of"
                 f" JSON lines in {len(pieces)} pieces")
-    results.add("the master: one manifest decoded (on its reactor) / compared (in a thread)",
+    results.add("the previous design's check, per worker and cycle: its full manifest decoded (on the reactor) /"
+                " compared (in a thread)",
                 f"**{decodeCPU:.3f}** / {compareCPU:.3f} s CPU; the decoded manifest holds **{held:.1f} MB**"
                 f" (tracemalloc) until the comparison ends")
-    results.add(f"  x {layout.workers} workers whose checks arrive together",
+    results.add(f"  x {layout.workers} workers whose checks arrive together (previous design)",
                 f"{layout.workers * decodeCPU:.1f} s of the master's reactor,"
                 f" {layout.workers * held:.0f} MB held at once")
     return {"decode": decodeCPU, "compare": compareCPU, "held": held, "scan": scanCPU}
@@ -760,6 +765,10 @@ def setupPhase(cluster: Cluster, files: int, results: Results, summary: dict[str
     results.add("setup phase: workers' start -> every worker in sync and every status on the master",
                 f"**{t1 - t0:.1f} s** (last worker in sync {max(inSync) - t0:.1f} s, last statuses sent"
                 f" {max(sent) - t0:.1f} s after the start)")
+    copies = copyBaseline(layout, W)
+    summary["setup_seconds"], summary["copies_seconds"] = t1 - t0, copies
+    results.add(f"  beside {W} sequential `cp -a` of the master's synchronised folders (same run, after the setup)",
+                f"{copies:.1f} s: the setup took **{(t1 - t0) / copies:.2f}x** that")
     reportTasks(results, cluster.tasks(t0, t1), "setup", W, summary)
     reportLag(results, cluster.tasks(t0, t1))
     reportLocalIntegrity(results, cluster, t0, t1)
@@ -768,6 +777,25 @@ def setupPhase(cluster: Cluster, files: int, results: Results, summary: dict[str
         printSpy(os.path.join(layout.top, "spy-setup.txt"), f"py-spy of the master, {W} workers, setup phase",
                  top=25, idle=SPY_IDLE_POOL, functions=True)
     return t0, t1
+
+
+def copyBaseline(layout: Layout, copies: int) -> float:
+    """
+    Seconds for C{copies} sequential C{cp -a} of the master's synchronised
+    folders (etc/ and queue/agent-groups/) into a scratch folder beside the
+    trees, each copy removed before the next (not timed).
+    """
+    scratch = os.path.join(layout.top, "cp-baseline")
+    took = 0.0
+    for _ in range(copies):
+        os.makedirs(os.path.join(scratch, "queue"))
+        started = time.perf_counter()
+        subprocess.run(["cp", "-a", os.path.join(layout.masterHome, "etc"), scratch], check=True)
+        subprocess.run(["cp", "-a", os.path.join(layout.masterHome, "queue", "agent-groups"),
+                        os.path.join(scratch, "queue")], check=True)
+        took += time.perf_counter() - started
+        shutil.rmtree(scratch)
+    return took
 
 
 def touchCycle(cluster: Cluster, share: list[int], rng: random.Random) -> tuple[int, set[int]]:

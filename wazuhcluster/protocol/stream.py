@@ -340,7 +340,12 @@ class StreamEndpoint:
     def _call(self, command: type[amp.Command], timeout: float, **arguments: Any) -> Deferred:
         d = self.protocol.callRemote(command, **arguments)
         d.addTimeout(timeout, self.clock)
-        return d
+
+        def inWords(failure: Failure) -> Failure:
+            failure.trap(TimeoutError)
+            return Failure(TimeoutError(f"the peer did not answer {command.__name__} within {timeout:g} seconds"))
+
+        return d.addErrback(inWords)
 
     def _abortRemote(self, streamID: int, reason: str) -> None:
         try:
