@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import io
 import math
 import os
 import stat
@@ -294,8 +295,12 @@ class BundleWriter:
                 self.failed.append((relpath, f"{abspath} is not a regular file"))
                 return None
             size = before.st_size
-            spool: BinaryIO = tempfile.SpooledTemporaryFile(  # type: ignore[assignment]
-                max_size=self._spoolMemory, dir=self._spoolFolder
+            # Most synchronised files are small (a group assignment is one
+            # line): a plain buffer for them, a spool that can go to disk
+            # for the others.
+            spool: BinaryIO = (
+                io.BytesIO() if size < _SMALL_FILE  # type: ignore[assignment]
+                else tempfile.SpooledTemporaryFile(max_size=self._spoolMemory, dir=self._spoolFolder)
             )
             md5 = hashlib.md5(usedforsecurity=False)
             count = 0
@@ -339,6 +344,10 @@ class BundleWriter:
             return None
         # int / int is correctly rounded: the float nearest the real time.
         return _Snapshot(spool, size, before.st_mtime_ns / 1_000_000_000, md5.digest())
+
+
+#: Files under this size are read into memory at once.
+_SMALL_FILE = 64 * 1024
 
 
 def _openWithoutWaiting(path: str, flags: int) -> int:
