@@ -151,7 +151,7 @@ class LogThrottle:
         return 0 if entry is None else entry[1]
 
     def emit(
-        self, log: Logger, level: LogLevel, key: str, kind: str, format: str, **fields: object
+        self, log: Logger, level: LogLevel, key: str, kind: str, format: str, /, **fields: object
     ) -> bool:
         """
         Log C{format} with C{fields} at C{level} unless throttled; a line

@@ -236,8 +236,8 @@ class SealedAMP(amp.AMP):
             return failure
         self.logThrottle.emit(
             self.log, LogLevel.error, self.peerHost(), "unexpected-" + command.__name__,
-            "Could not answer {command} from {peer}: {kind}: {why}; the connection is closed.",
-            command=command.__name__, peer=self.peerName(), kind=failure.type.__name__,
+            "Could not answer {command} from {peer}: {error}: {why}; the connection is closed.",
+            command=command.__name__, peer=self.peerName(), error=failure.type.__name__,
             why=failure.getErrorMessage()[:300],
         )
         self.log.debug("{command} failed with {traceback}", command=command.__name__,
