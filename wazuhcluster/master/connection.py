@@ -252,7 +252,7 @@ class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamRespond
         def refused(failure: Failure) -> Failure:
             failure.trap(HelloRefused)
             self._warnOnce(
-                "hello-refused",
+                f"hello-refused {node_name[:64]}",
                 "Refused connection from {peer} (node {name}): {why}.",
                 peer=self.peerDescription(),
                 name=node_name,
