@@ -98,6 +98,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=300)
     parser.add_argument("--megabytes", type=float, default=4.0, help="junk each stranger tries to send")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of strangers (memory is reused?)")
     parser.add_argument("--flood-seconds", type=float, default=10.0)
     parser.add_argument("--flood-addresses", type=int, default=30, help="addresses of the flood, not used before")
     args = parser.parse_args()
@@ -130,64 +131,65 @@ def main() -> None:
         masterMark = len(logText(master))
         workerMarks = [len(logText(w)) for w in workers]
 
-        results.section("Strangers streaming an unterminated box")
         addresses = strangers.source_addresses(-(-args.connections // PER_ADDRESS))
-        refused = 0
-        started = time.monotonic()
-        for n in range(args.connections):
-            try:
-                sockets.append(strangers.connect(port, addresses[n // PER_ADDRESS], timeout=10))
-            except OSError:
-                refused += 1
-        results.add("TLS connections made / refused at once", f"{len(sockets)} / {refused} in {time.monotonic() - started:.1f} s")
-        total = int(args.megabytes * 1024 * 1024)
-        pieces = list(strangers.unterminated_box(total))
-        open_ = list(sockets)
-        sent = 0
-        ruleAt = None
-        rule = os.path.join(master.home, "etc", "rules", "bench_preauth_rule.xml")
-        started = time.monotonic()
-        for index, piece in enumerate(pieces):
-            if ruleAt is None and index >= len(pieces) // 2:
-                os.makedirs(os.path.dirname(rule), exist_ok=True)
+        for round_ in range(1, args.rounds + 1):
+            results.section(f"Round {round_}: strangers streaming an unterminated box")
+            refused = 0
+            started = time.monotonic()
+            for n in range(args.connections):
+                try:
+                    sockets.append(strangers.connect(port, addresses[n // PER_ADDRESS], timeout=10))
+                except OSError:
+                    refused += 1
+            results.add("TLS connections made / refused at once", f"{len(sockets)} / {refused} in {time.monotonic() - started:.1f} s")
+            total = int(args.megabytes * 1024 * 1024)
+            pieces = list(strangers.unterminated_box(total))
+            open_ = list(sockets)
+            sent = 0
+            ruleAt = None
+            rule = os.path.join(master.home, "etc", "rules", f"bench_preauth_rule{round_}.xml")
+            started = time.monotonic()
+            for index, piece in enumerate(pieces):
+                if ruleAt is None and index >= len(pieces) // 2:
+                    os.makedirs(os.path.dirname(rule), exist_ok=True)
+                    with open(rule, "w") as f:
+                        f.write("<group name='written during the attack'/>\n")
+                    ruleAt = time.monotonic()
+                for sock in list(open_):
+                    if strangers.send_piece(sock, piece, timeout=2):
+                        sent += len(piece)
+                    else:
+                        open_.remove(sock)
+                if not open_ or time.monotonic() - started > 300:
+                    break
+            if ruleAt is None:
                 with open(rule, "w") as f:
                     f.write("<group name='written during the attack'/>\n")
                 ruleAt = time.monotonic()
-            for sock in list(open_):
-                if strangers.send_piece(sock, piece, timeout=2):
-                    sent += len(piece)
-                else:
-                    open_.remove(sock)
-            if not open_ or time.monotonic() - started > 300:
-                break
-        if ruleAt is None:
-            with open(rule, "w") as f:
-                f.write("<group name='written during the attack'/>\n")
-            ruleAt = time.monotonic()
-        results.add("junk accepted by the sockets", f"{sent / 1048576:.1f} MiB in {time.monotonic() - started:.1f} s")
-        stillOpen = sum(not strangers.closed_by_peer(s, timeout=0.02) for s in open_)
-        results.add("strangers still connected after streaming", f"{stillOpen} of {len(sockets)}")
-        rss1, uss1, hwm1 = memory(master)
-        results.add("master with the strangers (RSS / USS / peak)",
-                    f"{rss1 / 1024:.1f} / {uss1 / 1024:.1f} / {hwm1 / 1024:.1f} MB")
-        results.add("master memory added (RSS / USS / peak)",
-                    f"+{(rss1 - rss0) / 1024:.1f} / +{(uss1 - uss0) / 1024:.1f} / +{(hwm1 - hwm0) / 1024:.1f} MB")
-        ruleArrived = waitFor(lambda: all(
-            os.path.exists(os.path.join(w.home, "etc", "rules", "bench_preauth_rule.xml")) for w in workers), 60)
-        results.add("rule written during the attack reached every worker",
-                    "no (60 s)" if ruleArrived is None else f"yes, {time.monotonic() - ruleAt:.1f} s after it was written")
-        lost = sum(logText(w)[mark:].count("Lost connection") for w, mark in zip(workers, workerMarks))
-        gone = logText(master)[masterMark:].count("disconnected")
-        results.add("workers that lost their connection", f"{lost} (master saw {gone} disconnections)")
+            results.add("junk accepted by the sockets", f"{sent / 1048576:.1f} MiB in {time.monotonic() - started:.1f} s")
+            stillOpen = sum(not strangers.closed_by_peer(s, timeout=0.02) for s in open_)
+            results.add("strangers still connected after streaming", f"{stillOpen} of {len(sockets)}")
+            rss1, uss1, hwm1 = memory(master)
+            results.add("master with the strangers (RSS / USS / peak)",
+                        f"{rss1 / 1024:.1f} / {uss1 / 1024:.1f} / {hwm1 / 1024:.1f} MB")
+            results.add("master memory added (RSS / USS / peak)",
+                        f"+{(rss1 - rss0) / 1024:.1f} / +{(uss1 - uss0) / 1024:.1f} / +{(hwm1 - hwm0) / 1024:.1f} MB")
+            ruleArrived = waitFor(lambda: all(
+                os.path.exists(os.path.join(w.home, "etc", "rules", f"bench_preauth_rule{round_}.xml")) for w in workers), 60)
+            results.add("rule written during the attack reached every worker",
+                        "no (60 s)" if ruleArrived is None else f"yes, {time.monotonic() - ruleAt:.1f} s after it was written")
+            lost = sum(logText(w)[mark:].count("Lost connection") for w, mark in zip(workers, workerMarks))
+            gone = logText(master)[masterMark:].count("disconnected")
+            results.add("workers that lost their connection", f"{lost} (master saw {gone} disconnections)")
 
-        results.section("After the strangers close")
-        for sock in sockets:
-            strangers.close(sock)
-        sockets.clear()
-        time.sleep(3)
-        rss2, uss2, _ = memory(master)
-        results.add("master 3 s later (RSS / USS)", f"{rss2 / 1024:.1f} / {uss2 / 1024:.1f} MB"
-                    f" (+{(rss2 - rss0) / 1024:.1f} / +{(uss2 - uss0) / 1024:.1f} MB over the baseline)")
+            results.section(f"Round {round_}: after the strangers close")
+            for sock in sockets:
+                strangers.close(sock)
+            sockets.clear()
+            time.sleep(3)
+            rss2, uss2, _ = memory(master)
+            results.add("master 3 s later (RSS / USS)", f"{rss2 / 1024:.1f} / {uss2 / 1024:.1f} MB"
+                        f" (+{(rss2 - rss0) / 1024:.1f} / +{(uss2 - uss0) / 1024:.1f} MB over the baseline)")
 
         results.section("Authenticate flood (no nonce)")
         logBefore = os.path.getsize(master.log)
