@@ -274,3 +274,23 @@ class AdmissionTests(Base):
         failure = self.failureResultOf(joined, HandshakeFailed)
         self.assertIn("the most cluster.max_workers allows", failure.getErrorMessage())
         self.assertEqual(sorted(self.master.fleet.workers), ["node02", "node03"])
+
+
+class StartTLSTests(Base):
+    """AMP's own StartTLS is not a command of the sealed link, even for a worker."""
+
+    def test_startTLSIsUnknown(self) -> None:
+        connection, joined = self.net.joinWorker(self.master, settings("node02"))
+        self.successResultOf(joined)
+        failures: list = []
+        connection.client.callRemote(_BareStartTLS).addErrback(failures.append)
+        self.net.flush()
+        [failure] = failures
+        self.assertTrue(failure.check(amp.UnhandledCommand), failure)
+        self.assertFalse(self.closed(connection))
+
+
+class _BareStartTLS(amp.Command):
+    commandName = amp.StartTLS.commandName
+    arguments: list = []
+    response: list = []

@@ -203,6 +203,12 @@ class SealedAMP(amp.AMP):
             return "key"
         return super().proto_value(string)
 
+    def locateResponder(self, name: bytes) -> Any:
+        # AMP answers StartTLS itself: TLS inside the sealed link is not ours.
+        if name == amp.StartTLS.commandName:
+            return None
+        return super().locateResponder(name)
+
     def _wrapWithSerialization(self, aCallable: Any, command: type[amp.Command]) -> Any:
         # AMP logs a CRITICAL traceback when a box's arguments cannot be
         # parsed, or a responder fails in a way its command does not
