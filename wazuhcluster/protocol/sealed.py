@@ -20,6 +20,7 @@ with a traceback.
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any, Iterable
 
@@ -110,6 +111,15 @@ def decodeBox(data: bytes) -> amp.AmpBox:
     return box
 
 
+def _template(why: str) -> str:
+    """
+    A reason without what the peer chose in it (names in quotes, numbers,
+    details in brackets): the throttle's kind of event, so that one peer
+    cannot make each of its lines a kind of its own.
+    """
+    return re.split(r"['\"(0-9]", why, maxsplit=1)[0][:60]
+
+
 def describePeer(address: IAddress | None) -> str:
     """C{host:port} of a peer, for log lines."""
     host = getattr(address, "host", None)
@@ -182,11 +192,13 @@ class SealedAMP(amp.AMP):
         # AMP closes the connection itself; say who and why.
         if self.sealed:
             self.dropPeer(f"sent a key or value of {length} bytes, over AMP's limit")
-        else:
+        elif self.state == "value":
             self.dropPeer(
-                f"sent a key or value of {length} bytes before proving the cluster key"
+                f"sent a value of {length} bytes before proving the cluster key"
                 f" (at most {PREAUTH_MAX_VALUE} until then)"
             )
+        else:
+            self.dropPeer(f"sent a key of {length} bytes before proving the cluster key (at most 255)")
 
     def proto_key(self, string: bytes) -> str:
         state = super().proto_key(string)
@@ -306,7 +318,7 @@ class SealedAMP(amp.AMP):
             )
         else:
             self.logThrottle.emit(
-                self.log, LogLevel.warn, self.peerHost(), "drop",
+                self.log, LogLevel.warn, self.peerHost(), "drop " + _template(why),
                 "Dropping connection with {peer}: {why}.", peer=self.peerName(), why=why,
             )
         if self.transport is not None:
