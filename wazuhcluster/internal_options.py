@@ -5,7 +5,8 @@ Wazuh keeps tuning knobs that operators rarely touch in "internal options":
 C{daemon.option=value} lines shared by all its daemons.  The cluster's
 keep-alive, retry and synchronisation periods live there under C{cluster.}
 (and the log level under C{wazuh_clusterd.debug}), so that a test or a busy
-site can change them without editing ``ossec.conf``.  Options of other
+site can change them without editing ``ossec.conf``; the limits of the
+cluster port and the log's rotation live there too (docs/operations.md).  Options of other
 daemons are left alone; a mistyped cluster option is an error, because a
 silently ignored timing is worse than a refusal to start.
 """
@@ -40,10 +41,11 @@ class InternalOptionsError(ConfigError):
 @frozen
 class InternalOptions:
     """
-    The cluster's cycle timings, in seconds, and its debug level.
+    The cluster's cycle timings, in seconds, and its debug level; the limits
+    of the cluster port and the log's rotation.
 
-    The defaults are Wazuh's.  Fractions of a second are allowed so that tests
-    can run the cycles quickly.
+    The timings' defaults are Wazuh's.  Fractions of a second are allowed so
+    that tests can run the cycles quickly.
     """
 
     keep_alive: float = 60.0
