@@ -181,6 +181,8 @@ class Master(Node):
                 "check_worker_lastkeepalive": 600,
                 "max_allowed_time_without_keepalive": 1200,
                 "handshake_timeout": 60,
+                # All the bench's workers come from 127.0.0.1, a hundred at once.
+                "max_unauthenticated_per_address": 1024,
             },
             output="master.out",
         )

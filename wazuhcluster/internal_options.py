@@ -5,7 +5,8 @@ Wazuh keeps tuning knobs that operators rarely touch in "internal options":
 C{daemon.option=value} lines shared by all its daemons.  The cluster's
 keep-alive, retry and synchronisation periods live there under C{cluster.}
 (and the log level under C{wazuh_clusterd.debug}), so that a test or a busy
-site can change them without editing ``ossec.conf``.  Options of other
+site can change them without editing ``ossec.conf``; the limits of the
+cluster port and the log's rotation live there too (docs/operations.md).  Options of other
 daemons are left alone; a mistyped cluster option is an error, because a
 silently ignored timing is worse than a refusal to start.
 """
@@ -40,10 +41,11 @@ class InternalOptionsError(ConfigError):
 @frozen
 class InternalOptions:
     """
-    The cluster's cycle timings, in seconds, and its debug level.
+    The cluster's cycle timings, in seconds, and its debug level; the limits
+    of the cluster port and the log's rotation.
 
-    The defaults are Wazuh's.  Fractions of a second are allowed so that tests
-    can run the cycles quickly.
+    The timings' defaults are Wazuh's.  Fractions of a second are allowed so
+    that tests can run the cycles quickly.
     """
 
     keep_alive: float = 60.0
@@ -58,6 +60,22 @@ class InternalOptions:
     timeout_receiving_file: float = 120.0
     agent_disconnection_time: float = 600.0
     debug: int = 0
+    #: Connections that have not proved the cluster key yet, in all and from
+    #: one source address (see docs/operations.md, "Cluster port limits").
+    max_unauthenticated_connections: int = 256
+    max_unauthenticated_per_address: int = 16
+    #: Most workers joined at once.
+    max_workers: int = 256
+    #: The workers allowed to join, by name, each optionally pinned to the
+    #: SHA-256 fingerprint of its certificate (lowercase hex, or ""); empty:
+    #: any name.
+    allowed_workers: tuple[tuple[str, str], ...] = ()
+    #: How far ahead of the master's clock an agent status may be dated.
+    agent_info_max_skew: float = 60.0
+    #: cluster.log is rotated when it reaches this many bytes; this many
+    #: rotated files (cluster.log.1, ...) are kept.
+    log_rotate_bytes: int = 10 * 1024 * 1024
+    log_rotated_files: int = 5
 
 
 _DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
@@ -74,10 +92,48 @@ def _seconds(value: str) -> float:
 
 
 def _attempts(value: str) -> int:
-    """A count of attempts: a whole number, at least 1."""
+    """A count (of attempts, connections, files): a whole number, at least 1."""
     if _WHOLE.fullmatch(value) and int(value) >= 1:
         return int(value)
     raise ValueError("must be a whole number of at least 1")
+
+
+def _bytes(value: str) -> int:
+    """A size in bytes: a whole number, at least 4096."""
+    if _WHOLE.fullmatch(value) and int(value) >= 4096:
+        return int(value)
+    raise ValueError("must be a whole number of bytes of at least 4096, such as 10485760")
+
+
+_WORKER_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_FINGERPRINT = re.compile(r"(?:[0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}|[0-9A-Fa-f]{64}")
+
+
+def _allowed_workers(value: str) -> tuple[tuple[str, str], ...]:
+    """
+    Worker names separated by commas or spaces, each optionally followed by
+    C{@} and the SHA-256 fingerprint of its certificate (64 hex digits,
+    colons between pairs allowed): C{node02, node03@AB:CD:...}.
+    """
+    entries: dict[str, str] = {}
+    for entry in re.split(r"[,\s]+", value.strip()):
+        if not entry:
+            continue
+        name, _, pinned = entry.partition("@")
+        if not _WORKER_NAME.fullmatch(name):
+            raise ValueError(
+                f"{entry[:80]!r} is not a worker name (letters, digits, -, _ and ., at most 64),"
+                " optionally followed by @ and a SHA-256 certificate fingerprint"
+            )
+        if pinned and not _FINGERPRINT.fullmatch(pinned):
+            raise ValueError(
+                f"the fingerprint of {name} is not a SHA-256 fingerprint (64 hex digits,"
+                " as `openssl x509 -noout -fingerprint -sha256` prints it)"
+            )
+        entries[name] = pinned.replace(":", "").lower()
+    if not entries:
+        raise ValueError("must name at least one worker, such as node02,node03")
+    return tuple(sorted(entries.items()))
 
 
 def _debug_level(value: str) -> int:
@@ -98,15 +154,24 @@ _SECONDS_FIELDS = (
     "sync_agent_info",
     "timeout_receiving_file",
     "agent_disconnection_time",
+    "agent_info_max_skew",
+)
+
+#: Options that are whole numbers of at least 1.
+_COUNT_FIELDS = (
+    "max_failed_keepalive_attempts",
+    "max_unauthenticated_connections",
+    "max_unauthenticated_per_address",
+    "max_workers",
+    "log_rotated_files",
 )
 
 #: Option name in the file -> (field of InternalOptions, value parser).
-OPTIONS: dict[str, tuple[str, Callable[[str], float | int]]] = {
+OPTIONS: dict[str, tuple[str, Callable[[str], object]]] = {
     **{f"cluster.{name}": (name, _seconds) for name in _SECONDS_FIELDS},
-    "cluster.max_failed_keepalive_attempts": (
-        "max_failed_keepalive_attempts",
-        _attempts,
-    ),
+    **{f"cluster.{name}": (name, _attempts) for name in _COUNT_FIELDS},
+    "cluster.log_rotate_bytes": ("log_rotate_bytes", _bytes),
+    "cluster.allowed_workers": ("allowed_workers", _allowed_workers),
     "wazuh_clusterd.debug": ("debug", _debug_level),
 }
 
@@ -132,7 +197,7 @@ def parse_internal_options(text: str, source: str) -> InternalOptions:
     starts a comment.  When an option is given twice the last one wins, as in
     Wazuh.
     """
-    values: dict[str, float | int] = {}
+    values: dict[str, object] = {}
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     for number, line in enumerate(lines, start=1):
         content = line.split("#", 1)[0].strip()

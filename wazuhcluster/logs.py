@@ -11,12 +11,15 @@ C{logTag} attribute, used with a class-level C{Logger()}, tags its lines.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from typing import IO
+from collections import OrderedDict
+from typing import IO, Callable
 
 from twisted.logger import (
     FileLogObserver,
+    Logger,
     FilteringLogObserver,
     ILogObserver,
     LogEvent,
@@ -25,6 +28,7 @@ from twisted.logger import (
     PredicateResult,
     formatEvent,
 )
+from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
 _LEVELS = {
@@ -81,9 +85,87 @@ def quietLibraries(event: LogEvent) -> PredicateResult:
     return PredicateResult.no
 
 
-def openLogFile(path: str) -> IO[str]:
-    """C{cluster.log}, opened for appending, line-buffered."""
-    return open(path, "a", buffering=1, encoding="utf-8", errors="replace")
+class RotatingLogFile(LogFile):
+    """
+    C{cluster.log}, rotated when it reaches C{rotateLength} bytes: it becomes
+    C{cluster.log.1}, the older ones move up by one, and only
+    C{maxRotatedFiles} of them are kept.  Every line is written at once.
+    """
+
+    def write(self, data: str | bytes) -> None:
+        # LogFile counts the length of what it is given: count bytes.
+        if isinstance(data, str):
+            data = data.encode("utf-8", "replace")
+        super().write(data)
+
+
+def openLogFile(
+    path: str, rotateBytes: int | None = None, rotatedFiles: int | None = None
+) -> IO[str]:
+    """
+    C{cluster.log}, opened for appending.  With C{rotateBytes}, a
+    L{RotatingLogFile} that keeps at most C{rotatedFiles} old files;
+    without, a plain line-buffered file.
+    """
+    if rotateBytes is None:
+        return open(path, "a", buffering=1, encoding="utf-8", errors="replace")
+    directory, name = os.path.split(os.path.abspath(path))
+    return RotatingLogFile(  # type: ignore[return-value]
+        name, directory, rotateLength=rotateBytes, maxRotatedFiles=rotatedFiles
+    )
+
+
+class LogThrottle:
+    """
+    At most one log line per key (a peer's address) and kind of event every
+    C{interval} seconds: what a peer can make happen again and again
+    (connect, send garbage, be dropped) must not be able to fill the disk.
+    The first event is logged at once; the next one logged after the
+    interval says how many were left out meanwhile.  At most C{maxKeys}
+    keys are remembered (the oldest are forgotten first).
+    """
+
+    def __init__(
+        self, seconds: Callable[[], float] = time.monotonic, interval: float = 60.0, maxKeys: int = 4096
+    ) -> None:
+        self.seconds = seconds
+        self.interval = interval
+        self.maxKeys = maxKeys
+        #: (key, kind) -> (time of the last line logged, events left out since).
+        self._seen: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+
+    def allow(self, key: str, kind: str) -> int | None:
+        """
+        Whether to log this event now: C{None} to leave it out, else how many
+        events of this key and kind were left out before it.
+        """
+        now = self.seconds()
+        entry = self._seen.get((key, kind))
+        if entry is not None and now - entry[0] < self.interval:
+            self._seen[(key, kind)] = (entry[0], entry[1] + 1)
+            return None
+        self._seen.pop((key, kind), None)
+        self._seen[(key, kind)] = (now, 0)
+        while len(self._seen) > self.maxKeys:
+            self._seen.popitem(last=False)
+        return 0 if entry is None else entry[1]
+
+    def emit(
+        self, log: Logger, level: LogLevel, key: str, kind: str, format: str, /, **fields: object
+    ) -> bool:
+        """
+        Log C{format} with C{fields} at C{level} unless throttled; a line
+        after left-out ones ends with how many there were.  Whether it was
+        logged.
+        """
+        skipped = self.allow(key, kind)
+        if skipped is None:
+            return False
+        if skipped:
+            format += " ({skipped} more like it from {throttleKey} were not logged in the last {interval:.0f} s)"
+            fields.update(skipped=skipped, throttleKey=key, interval=self.interval)
+        log.emit(level, format, **fields)
+        return True
 
 
 def clusterLogObserver(

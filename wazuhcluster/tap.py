@@ -6,7 +6,8 @@ C{twistd wazuhcluster}: run a cluster node.
 Without C{--home}, the home is the folder above the config file's folder.
 Without twistd's own C{--pidfile}, the pid file is
 C{HOME/var/run/wazuh-clusterd.pid}, so two nodes on one machine never clash.
-The log goes to C{HOME/logs/cluster.log}, and to standard output with C{-n}.
+The log goes to C{HOME/logs/cluster.log} (rotated by size, see
+C{cluster.log_rotate_bytes}), and to standard output with C{-n}.
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def nodeService(configPath: str, home: str | None, debug: bool, foreground: bool
     wazuhHome = setup.home
     try:
         wazuhHome.makeFolders()
-        logFile = openLogFile(wazuhHome.clusterLog)
+        logFile = openLogFile(
+            wazuhHome.clusterLog, setup.options.log_rotate_bytes, setup.options.log_rotated_files
+        )
     except OSError as e:
         _fail(f"cannot write under {wazuhHome.root}: {e}")
     debug = debug or setup.options.debug > 0

@@ -56,6 +56,11 @@ OPTIONS: dict[str, float | int] = {
     **AGENT_OPTIONS,
     "cluster.timeout_receiving_file": 10,
     "wazuh_clusterd.debug": 1,
+    # These scenarios measure what refused attempts and silent connections
+    # cost the master, hundreds at once from one address: above the caps on
+    # connections without the key proof, which tests/hostile exercises.
+    "cluster.max_unauthenticated_per_address": 1024,
+    "cluster.max_unauthenticated_connections": 2048,
 }
 
 HANDSHAKE_TIMEOUT = float(OPTIONS["cluster.handshake_timeout"])
@@ -975,17 +980,18 @@ def test_refused_nodes_and_silent_connections_leave_the_cluster_untouched(make_l
         old.wait_log(
             refused + f"its version {OLD_VERSION} differs from the master's 4.9.0 (major.minor must match)", count=2
         )
-        master.wait_log("it failed to prove it holds the cluster key", since=marks["master"], count=2)
+        # The master logs each reason once a minute per address (issue 12).
+        master.wait_log("it failed to prove it holds the cluster key", since=marks["master"])
         master.wait_log(
             "(node stranger): it belongs to cluster 'othercluster' and this master to 'wazuh'",
-            since=marks["master"], count=2,
+            since=marks["master"],
         )
         master.wait_log(
             f"(node worker1): a node named 'worker1' is already connected from {worker1_address}",
-            since=marks["master"], count=2,
+            since=marks["master"],
         )
         master.wait_log(
-            f"(node oldie): its version {OLD_VERSION} differs from the master's 4.9.0", since=marks["master"], count=2
+            f"(node oldie): its version {OLD_VERSION} differs from the master's 4.9.0", since=marks["master"]
         )
 
         # Every silent connection was closed by the master after the handshake timeout, and logged.
@@ -1096,7 +1102,8 @@ def test_master_memory_stays_flat_under_refused_attempts(make_lab, tmp_path: Pat
         assert sum(outcomes.values()) >= per_kind, summary
         assert all(outcome.startswith(expected_refusals[kind]) for outcome in outcomes), (kind, outcomes)
     assert all(c["closed_after"] is not None and c["closed_after"] <= HANDSHAKE_TIMEOUT + 3 for c in silent), silent
-    # Each refusal of a node that spoke is in the master's log, one line an attempt.
+    # Each refusal of a node that spoke is in the master's log, but once a
+    # minute per address and reason (issue 12): retries do not fill the log.
     for text, kind in [
         ("it failed to prove it holds the cluster key", "wrong-key"),
         ("(node oldie): its version", "old-version"),
@@ -1105,10 +1112,12 @@ def test_master_memory_stays_flat_under_refused_attempts(make_lab, tmp_path: Pat
         ("sent 'Hello' before proving the cluster key", "hello-before-proof"),
     ]:
         attempted = sum(summary[kind].values())
+        # (The warm-up round, before the mark, may hold this minute's line.)
         wait_for(
-            lambda: master.log_count(text, since=marks["master"]) == attempted,
-            f"{attempted} lines with {text!r} in the master's log", 10,
+            lambda: master.log_count(text) >= 1, f"a line with {text!r} in the master's log", 10,
         )
+        if attempted > 2:
+            assert master.log_count(text, since=marks["master"]) < attempted, (text, attempted)
 
     # Memory and descriptors flat; worker1 untouched, and still syncing.
     assert after - warm < MEMORY_GROWTH_LIMIT_KB, figures
@@ -1298,7 +1307,10 @@ def test_a_hostile_worker_with_the_key_is_refused_and_contained(make_lab, tmp_pa
 
     # The handshake: an oversized nonce, a Hello before the key proof, a 60,000-character name.
     assert found["authenticate_oversized"]["dropped"], found["authenticate_oversized"]
-    logged(r"ERROR: \[Master\] \[Handshake\] Dropping connection with \S+: sent a malformed or repeated handshake\.")
+    logged(
+        r"WARNING: \[Master\] \[Handshake\] Dropping connection with \S+: sent a value of 60000 bytes"
+        r" before proving the cluster key \(at most 512 until then\)\."
+    )
     assert found["hello_before_proof"]["dropped"], found["hello_before_proof"]
     logged(r"Dropping connection with \S+: sent 'Hello' before proving the cluster key\.")
     assert "is not a valid node name" in found["hello_oversized_name"]["refused"], found["hello_oversized_name"]
@@ -1362,7 +1374,7 @@ def test_a_hostile_worker_with_the_key_is_refused_and_contained(make_lab, tmp_pa
 
     # Agent statuses: bad names, an oversized status and a deletion refused one by one.
     answer = json.loads(found["agent_info"]["answer"])
-    assert answer == {"written": 2, "same": 0, "older": 0, "unknown": 0, "refused": 5}, answer
+    assert answer == {"written": 2, "same": 0, "older": 0, "unknown": 0, "future": 0, "refused": 5}, answer
     logged(rf"Refused a status from worker {peer_of('agent_info')}: ", 5)
     logged(rf"Refused a status from worker {peer_of('agent_info')}: 'mail-10.0.0.7': 70000 bytes, over the limit")
     logged(rf"Refused a status from worker {peer_of('agent_info')}: 'mail-10.0.0.7': a worker cannot delete")
@@ -1376,7 +1388,7 @@ def test_a_hostile_worker_with_the_key_is_refused_and_contained(make_lab, tmp_pa
     # The flood: 60,000 statuses of agents nobody registered, dropped and logged.
     flood = found["agent_info_flood"]
     for answer in flood["answers"]:
-        assert json.loads(answer["answer"]) == {"written": 0, "same": 0, "older": 0, "unknown": 20000, "refused": 0}
+        assert json.loads(answer["answer"]) == {"written": 0, "same": 0, "older": 0, "unknown": 20000, "future": 0, "refused": 0}
     logged(rf"Dropped 20000 statuses of agents not registered on the master from worker {peer_of('agent_info_flood')}", 3)
 
     # Nothing changed but where a worker may write, and only what the master

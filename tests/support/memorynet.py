@@ -90,10 +90,14 @@ class MemoryNetwork:
         clientHost: str = "10.0.0.2",
     ) -> Connection:
         self._port += 1
-        server = TLSMemoryBIOFactory(serverOptions(serverTLS), False, serverFactory, self.clock).buildProtocol(None)
-        client = TLSMemoryBIOFactory(clientOptions(clientTLS), True, clientFactory, self.clock).buildProtocol(None)
         masterAddress = IPv4Address("TCP", "10.0.0.1", 1516)
         workerAddress = IPv4Address("TCP", clientHost, self._port)
+        server = TLSMemoryBIOFactory(serverOptions(serverTLS), False, serverFactory, self.clock).buildProtocol(
+            workerAddress
+        )
+        client = TLSMemoryBIOFactory(clientOptions(clientTLS), True, clientFactory, self.clock).buildProtocol(
+            masterAddress
+        )
         pump = iosim.connect(
             server,
             iosim.FakeTransport(server, True, masterAddress, workerAddress),
@@ -125,9 +129,13 @@ class MemoryNetwork:
         self.flush()
         return connection, joined
 
-    def connectStranger(self, master: "MasterHarness", protocolFactory: IProtocolFactory) -> Connection:
+    def connectStranger(
+        self, master: "MasterHarness", protocolFactory: IProtocolFactory, clientHost: str = "10.0.0.2"
+    ) -> Connection:
         """Connect any client protocol (not a worker) to C{master}, TLS up."""
-        connection = self.connect(master.factory, master.settings.tls, protocolFactory, selfSigned("stranger"))
+        connection = self.connect(
+            master.factory, master.settings.tls, protocolFactory, selfSigned("stranger"), clientHost
+        )
         connection.flush()
         return connection
 

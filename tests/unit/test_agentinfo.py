@@ -287,6 +287,36 @@ class AgentInfoTests(SynchronousTestCase):
         writeAgentInfo(self.masterHome.root, "web", "10.0.0.5", when=NOW - 1)
         self.assertEqual(self.listing()["001"], ("Active", "master-node"))
 
+    def test_statusFromTheFutureRefused(self) -> None:
+        """
+        A status dated 2100 would keep its agent Active for ever and make
+        every real status older: it is refused, one WARNING names the
+        worker, and a status within the allowed skew is taken.
+        """
+        home2, _ = self.worker("node02")
+        year2100 = 4102444800.0
+        writeAgentInfo(home2.root, "web", "10.0.0.5", when=year2100)
+        writeAgentInfo(home2.root, "db", "any", when=NOW + FAST.agent_info_max_skew - 1)
+        self.send("node02")
+        self.assertFalse(os.path.exists(self.masterHome.path("queue/agent-info/web-10.0.0.5")))
+        self.assertEqual(
+            os.stat(self.masterHome.path("queue/agent-info/db-any")).st_mtime, NOW + FAST.agent_info_max_skew - 1
+        )
+        warnings = self.logs.lines(LogLevel.warn)
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("Refused 1 agent statuses from worker node02", warnings[0])
+        self.assertIn("web-10.0.0.5", warnings[0])
+        self.assertEqual(self.listing()["001"], ("Never connected", "unknown"))
+
+    def test_copyFromTheFutureLosesToARealStatus(self) -> None:
+        """A copy dated 2100 already on the master (from before the check) gives way."""
+        home2, _ = self.worker("node02")
+        writeAgentInfo(self.masterHome.root, "web", "10.0.0.5", when=4102444800.0)
+        writeAgentInfo(home2.root, "web", "10.0.0.5", when=NOW - 5)
+        self.send("node02")
+        self.assertEqual(os.stat(self.masterHome.path("queue/agent-info/web-10.0.0.5")).st_mtime, NOW - 5)
+        self.assertEqual(self.listing()["001"], ("Active", "node02"))
+
     def test_unknownAgentsAreDropped(self) -> None:
         home2, _ = self.worker("node02")
         writeAgentInfo(home2.root, "ghost", "10.9.9.9", when=NOW)

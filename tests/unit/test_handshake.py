@@ -202,7 +202,7 @@ class UnsealedPeerTests(SynchronousTestCase):
         )
         connection.flush()
         self.failureResultOf(answer)
-        self.assertTrue(self.logs.has("before proving the cluster key", LogLevel.error))
+        self.assertTrue(self.logs.has("before proving the cluster key", LogLevel.warn))
         self.assertEqual(self.master.fleet.workers, {})
 
     def test_sealedBoxBeforeKeyProof(self) -> None:
@@ -210,7 +210,7 @@ class UnsealedPeerTests(SynchronousTestCase):
         connection = self.net.connectStranger(self.master, Factory.forProtocol(amp.AMP))
         connection.client.sendBox(amp.AmpBox({SEALED_KEY: b"x" * 40}))
         connection.flush()
-        self.assertTrue(self.logs.has("sealed message before the key proof", LogLevel.error))
+        self.assertTrue(self.logs.has("sealed message before the key proof", LogLevel.warn))
         self.assertTrue(connection.serverTLS.transport.disconnecting)
 
     def test_tooManyKeys(self) -> None:
@@ -218,7 +218,7 @@ class UnsealedPeerTests(SynchronousTestCase):
         connection = self.net.connectStranger(self.master, Factory.forProtocol(amp.AMP))
         connection.client.sendBox(amp.AmpBox({b"k%d" % i: b"v" for i in range(500)}))
         connection.flush()
-        self.assertTrue(self.logs.has("too many keys", LogLevel.error))
+        self.assertTrue(self.logs.has("too many keys", LogLevel.warn))
         self.assertTrue(connection.serverTLS.transport.disconnecting)
 
 

@@ -118,6 +118,13 @@ class DefaultsTests(InternalOptionsTestCase):
                 "timeout_receiving_file": 120,
                 "agent_disconnection_time": 600,
                 "debug": 0,
+                "max_unauthenticated_connections": 256,
+                "max_unauthenticated_per_address": 16,
+                "max_workers": 256,
+                "allowed_workers": (),
+                "agent_info_max_skew": 60,
+                "log_rotate_bytes": 10485760,
+                "log_rotated_files": 5,
             },
         )
 
@@ -201,6 +208,49 @@ class ReadingTests(InternalOptionsTestCase):
             InternalOptionsError, parse_internal_options, "\ncluster.sync_agent_info=0", "x.conf"
         )
         self.assertTrue(str(error).startswith("x.conf:2: "), str(error))
+
+
+class ClusterPortOptionsTests(InternalOptionsTestCase):
+    """The limits of the cluster port, the allow-list of workers and log rotation."""
+
+    def test_counts_and_sizes(self) -> None:
+        options = self.load(
+            "cluster.max_unauthenticated_connections=64\n"
+            "cluster.max_unauthenticated_per_address=4\n"
+            "cluster.max_workers=10\n"
+            "cluster.agent_info_max_skew=5\n"
+            "cluster.log_rotate_bytes=4096\n"
+            "cluster.log_rotated_files=2\n"
+        )
+        self.assertEqual(
+            (
+                options.max_unauthenticated_connections, options.max_unauthenticated_per_address,
+                options.max_workers, options.agent_info_max_skew, options.log_rotate_bytes,
+                options.log_rotated_files,
+            ),
+            (64, 4, 10, 5.0, 4096, 2),
+        )
+
+    def test_allowed_workers(self) -> None:
+        """Names by commas or spaces, each optionally pinned to a fingerprint (colons or not)."""
+        pinned = ":".join(["AB"] * 32)
+        options = self.load(f"cluster.allowed_workers = node02, node03@{pinned}  node04@{'cd' * 32}\n")
+        self.assertEqual(
+            options.allowed_workers,
+            (("node02", ""), ("node03", "ab" * 32), ("node04", "cd" * 32)),
+        )
+
+    def test_bad_allowed_workers(self) -> None:
+        for value, fragment in (
+            ("", "at least one worker"),
+            ("node/02", "is not a worker name"),
+            ("node02@abcd", "is not a SHA-256 fingerprint"),
+        ):
+            self.assertOptionsError(f"cluster.allowed_workers={value}", 1, "cluster.allowed_workers is", fragment)
+
+    def test_bad_sizes(self) -> None:
+        self.assertOptionsError("cluster.log_rotate_bytes=100", 1, "at least 4096")
+        self.assertOptionsError("cluster.max_workers=0", 1, "whole number of at least 1")
 
 
 class ErrorTests(InternalOptionsTestCase):

@@ -89,3 +89,68 @@ class ObserverTests(SynchronousTestCase):
         Logger(namespace="wazuhcluster.x", observer=publisher).info("hello")
         self.assertEqual(out.getvalue(), stdout.getvalue())
         self.assertIn("hello", out.getvalue())
+
+
+class ThrottleTests(SynchronousTestCase):
+    """What a peer can repeat is logged at most once a minute per address and kind."""
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        from wazuhcluster.logs import LogThrottle
+
+        self.clock = Clock()
+        self.throttle = LogThrottle(self.clock.seconds, interval=60, maxKeys=3)
+
+    def test_onceAMinuteThenCounts(self) -> None:
+        self.assertEqual(self.throttle.allow("10.0.0.2", "drop"), 0)
+        for _ in range(5):
+            self.assertIsNone(self.throttle.allow("10.0.0.2", "drop"))
+        self.assertEqual(self.throttle.allow("10.0.0.3", "drop"), 0)
+        self.assertEqual(self.throttle.allow("10.0.0.2", "other"), 0)
+        self.clock.advance(60)
+        self.assertEqual(self.throttle.allow("10.0.0.2", "drop"), 5)
+        self.assertIsNone(self.throttle.allow("10.0.0.2", "drop"))
+
+    def test_keysAreBounded(self) -> None:
+        for i in range(10):
+            self.throttle.allow(f"10.0.0.{i}", "drop")
+        self.assertEqual(len(self.throttle._seen), 3)
+
+    def test_emitSaysHowManyWereLeftOut(self) -> None:
+        publisher = LogPublisher()
+        events: list = []
+        publisher.addObserver(events.append)
+        log = Logger(namespace="wazuhcluster.test", observer=publisher)
+        for _ in range(3):
+            self.throttle.emit(log, LogLevel.warn, "10.0.0.2", "drop", "Dropping {peer}.", peer="10.0.0.2")
+        self.clock.advance(61)
+        self.throttle.emit(log, LogLevel.warn, "10.0.0.2", "drop", "Dropping {peer}.", peer="10.0.0.2")
+        lines = [formatWazuhEvent(e) for e in events]
+        self.assertEqual(len(lines), 2)
+        self.assertIn("Dropping 10.0.0.2. (2 more like it from 10.0.0.2 were not logged in the last 60 s)", lines[1])
+
+
+class RotationTests(SynchronousTestCase):
+    """cluster.log is rotated by size, keeping a bounded number of old files."""
+
+    def test_rotatedAndBounded(self) -> None:
+        import os
+
+        from wazuhcluster.logs import openLogFile
+
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        path = os.path.join(folder, "cluster.log")
+        logFile = openLogFile(path, rotateBytes=4096, rotatedFiles=2)
+        observer = clusterLogObserver(logFile, debug=False)
+        log = Logger(namespace="wazuhcluster.test", observer=observer)
+        for i in range(1000):
+            log.warn("line {i} é {pad}", i=i, pad="x" * 80)
+        logFile.close()
+        self.assertEqual(sorted(os.listdir(folder)), ["cluster.log", "cluster.log.1", "cluster.log.2"])
+        for name in os.listdir(folder):
+            self.assertLess(os.path.getsize(os.path.join(folder, name)), 4096 + 200)
+        with open(path, encoding="utf-8") as f:
+            last = f.read().splitlines()[-1]
+        self.assertIn("line 999 é", last)

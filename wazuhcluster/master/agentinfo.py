@@ -14,7 +14,13 @@ their modification times).  The master takes each status only if:
    worker has not synchronised yet is the common case);
  - it is not older than the master's copy: a worker that lost an agent to
    another (a load balancer rebalanced it) keeps sending its last status,
-   which must not win over the newer one.
+   which must not win over the newer one;
+ - it is not dated later than the master's clock plus
+   C{cluster.agent_info_max_skew}: a status from the future would keep its
+   agent Active for ever and make every real status look older.  Such
+   statuses are refused and counted, and one line names the worker.  A copy
+   already on the master dated that far ahead (written before this check)
+   loses to any status that passes it.
 
 A status taken is written to the master's C{queue/agent-info/} with the
 received modification time, and the agent is recorded as reporting to that
@@ -256,19 +262,30 @@ class MasterAgentInfo(Service):
     ) -> dict[str, int]:
         registered = self.registered.byStatusName()
         folder = self.home.path(AGENT_INFO_FOLDER)
-        counts = {"written": 0, "same": 0, "older": 0, "unknown": 0}
+        counts = {"written": 0, "same": 0, "older": 0, "unknown": 0, "future": 0}
         unknown: list[str] = []
+        future: list[str] = []
+        latest = round(Fraction(now + self.options.agent_info_max_skew) * 1_000_000_000)
         for fileName, mtime, content in statuses:
             if fileName not in registered:
                 counts["unknown"] += 1
                 unknown.append(fileName)
                 continue
             path = os.path.join(folder, fileName)
-            received = round(Fraction(mtime) * 1_000_000_000)
+            try:
+                received = round(Fraction(mtime) * 1_000_000_000)
+            except (ValueError, OverflowError):  # NaN or infinite: no date at all
+                received = latest + 1
+            if received > latest:
+                counts["future"] += 1
+                future.append(fileName)
+                continue
             try:
                 current: int | None = os.stat(path).st_mtime_ns
             except FileNotFoundError:
                 current = None
+            if current is not None and current > latest:
+                current = None  # a copy from the future, from before this check: any real status wins
             if current is not None and received < current:
                 counts["older"] += 1
                 continue
@@ -284,6 +301,14 @@ class MasterAgentInfo(Service):
                 counts["same"] += 1
             self.nodes.record(fileName, node, received)
         self.nodes.save(now)
+        if future:
+            self.log.warn(
+                "Refused {n} agent statuses from worker {node} dated more than {skew:.0f} seconds"
+                " after the master's clock (cluster.agent_info_max_skew; first: {first}):"
+                " check the worker's clock.",
+                n=len(future), node=node, skew=self.options.agent_info_max_skew,
+                first=", ".join(future[:5]),
+            )
         if unknown:
             self.log.debug(
                 "Dropped {n} statuses of agents not registered on the master from worker {node}"
@@ -457,7 +482,8 @@ class _StatusSink:
             status.total = len(self.inbox.statuses)
             self.log.debug(
                 "Agent statuses from worker {node}: {written} written, {same} unchanged,"
-                " {older} older than the master's, {unknown} of unknown agents.",
+                " {older} older than the master's, {unknown} of unknown agents,"
+                " {future} dated in the future.",
                 node=self.node, **counts,
             )
             return json.dumps({**counts, "refused": len(self.inbox.refused)})

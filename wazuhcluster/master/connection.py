@@ -7,6 +7,12 @@ it holds no place in the fleet, and if it does not finish the handshake in
 C{handshake_timeout} seconds (a load balancer's health check, a port scanner,
 a half-open socket) it is closed; only a debug line records it when it never
 said a word.
+
+Strangers are also few: the factory counts the connections that have not
+proved the key yet, in all and per source address, and closes a new one at
+once when either count is at its cap (C{cluster.max_unauthenticated_*}).
+What strangers make the master log is throttled to a line a minute per
+address and kind of event (L{LogThrottle}).
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import ServerFactory
-from twisted.logger import Logger
+from twisted.internet.protocol import Protocol as TwistedProtocol, ServerFactory
+from twisted.logger import Logger, LogLevel
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from ..tls import channelBinding, peerCertificate
+from ..logs import LogThrottle
+from ..tls import channelBinding, fingerprint, peerCertificate
 from ..agents.registration import Registration, RegistrationResponders
 from ..api.nodecalls import NodeCallResponders
 from ..protocol.agentcommands import ListAgents, RegistryRefused
@@ -98,6 +105,9 @@ class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamRespond
         self._masterNonce: bytes | None = None
         self._spoke = False
         self._handshakeTimer: IDelayedCall | None = None
+        #: Called once, when this connection stops counting as a stranger
+        #: (the key proved, or the connection closed).
+        self.onAuthenticated: Callable[[], None] | None = None
 
     @property
     def logTag(self) -> str:
@@ -114,10 +124,27 @@ class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamRespond
     def joined(self) -> bool:
         return self.nodeName is not None
 
+    @property
+    def certificateFingerprint(self) -> str:
+        """SHA-256 of the worker's TLS certificate (lowercase hex; "" for none)."""
+        try:
+            return fingerprint(peerCertificate(self.transport)).hex()
+        except Exception:
+            return ""
+
     def peerName(self) -> str:
         if self.nodeName is None:
             return self.peerDescription()
         return f"{self.nodeName} ({self.peerDescription()})"
+
+    def _noLongerStranger(self) -> None:
+        release, self.onAuthenticated = self.onAuthenticated, None
+        if release is not None:
+            release()
+
+    def _warnOnce(self, kind: str, format: str, **fields: object) -> None:
+        """A WARNING about this peer, at most one a minute per address and C{kind}."""
+        self.logThrottle.emit(self.log, LogLevel.warn, self.peerHost(), kind, format, **fields)
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -132,7 +159,8 @@ class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamRespond
     def _handshakeExpired(self) -> None:
         self._handshakeTimer = None
         if self._spoke:
-            self.log.warn(
+            self._warnOnce(
+                "handshake-timeout",
                 "Closing connection from {peer}: it did not complete the handshake"
                 " in {timeout} seconds.",
                 peer=self.peerDescription(),
@@ -147,6 +175,7 @@ class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamRespond
 
     def connectionLost(self, reason: Failure) -> None:
         self.lost = True
+        self._noLongerStranger()
         if self._handshakeTimer is not None and self._handshakeTimer.active():
             self._handshakeTimer.cancel()
         self._handshakeTimer = None
@@ -183,7 +212,8 @@ class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamRespond
         )
         transcript = self._workerNonce + self._masterNonce + binding
         if not proofMatches(keyProof(self.settings.root, b"worker", transcript), proof):
-            self.log.warn(
+            self._warnOnce(
+                "key-refused",
                 "Refused connection from {peer}: it failed to prove it holds the cluster"
                 " key (its <key> differs from the master's).",
                 peer=self.peerDescription(),
@@ -193,6 +223,7 @@ class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamRespond
         self.startSealingAfterAnswer(
             *sealersFor("master", self.settings.root, self._workerNonce, self._masterNonce, binding)
         )
+        self._noLongerStranger()
         return {"proof": keyProof(self.settings.root, b"master", transcript)}
 
     @Hello.responder
@@ -220,7 +251,8 @@ class WorkerConnection(NodeCallResponders, RegistrationResponders, StreamRespond
 
         def refused(failure: Failure) -> Failure:
             failure.trap(HelloRefused)
-            self.log.warn(
+            self._warnOnce(
+                f"hello-refused {node_name[:64]}",
                 "Refused connection from {peer} (node {name}): {why}.",
                 peer=self.peerDescription(),
                 name=node_name,
@@ -276,6 +308,8 @@ class WorkerConnectionFactory(ServerFactory):
     """Makes a L{WorkerConnection} for each TLS connection to the master."""
 
     noisy = False
+    log = Logger()
+    logTag = "[Master] [Handshake]"
 
     def __init__(
         self,
@@ -292,8 +326,54 @@ class WorkerConnectionFactory(ServerFactory):
         self.registration = registration
         #: Answers the workers' API calls (set by the builder).
         self.nodeCalls: Any = None
+        self.logThrottle = LogThrottle(clock.seconds)
+        #: Connections that have not proved the key yet, by source address.
+        self.strangers: dict[str, int] = {}
+        self.strangersTotal = 0
 
-    def buildProtocol(self, addr: object) -> amp.AMP:
+    def buildProtocol(self, addr: object) -> TwistedProtocol:
+        host = str(getattr(addr, "host", addr))
+        refusal = self._strangerRefusal(host)
+        if refusal is not None:
+            self.logThrottle.emit(
+                self.log, LogLevel.warn, host, "stranger-cap",
+                "Closing a new connection from {peer} at once: {why}.", peer=host, why=refusal,
+            )
+            return _Closed()
+        self.strangers[host] = self.strangers.get(host, 0) + 1
+        self.strangersTotal += 1
         protocol = WorkerConnection(self.fleet, self.settings, self.clock, self.sinksFor, self.registration)
         protocol.factory = self
+        protocol.logThrottle = self.logThrottle
+        protocol.onAuthenticated = lambda: self._strangerGone(host)
         return protocol
+
+    def _strangerRefusal(self, host: str) -> str | None:
+        """Why a new connection from C{host} is closed at once, or C{None}."""
+        options = self.settings.options
+        if self.strangers.get(host, 0) >= options.max_unauthenticated_per_address:
+            return (
+                f"{self.strangers[host]} connections from this address have not proved the cluster"
+                f" key yet (cluster.max_unauthenticated_per_address)"
+            )
+        if self.strangersTotal >= options.max_unauthenticated_connections:
+            return (
+                f"{self.strangersTotal} connections have not proved the cluster key yet"
+                f" (cluster.max_unauthenticated_connections)"
+            )
+        return None
+
+    def _strangerGone(self, host: str) -> None:
+        self.strangersTotal -= 1
+        left = self.strangers.get(host, 0) - 1
+        if left > 0:
+            self.strangers[host] = left
+        else:
+            self.strangers.pop(host, None)
+
+
+class _Closed(TwistedProtocol):
+    """A connection over the caps on strangers: closed as soon as it opens."""
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()

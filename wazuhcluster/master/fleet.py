@@ -2,7 +2,9 @@
 The master's set of connected workers: who may join, who is alive, who is there.
 
 Admission rules live here, in one place: the cluster name, the node type,
-the version, the master's own name, and duplicate names.  A duplicate is
+the version, the master's own name, the operator's allow-list of workers
+(names, and certificate fingerprints), the most workers at once, and
+duplicate names.  A duplicate is
 not simply refused: the old connection is asked whether it is still alive,
 and if it does not answer (the worker lost its network and came back on a
 new connection) the new connection wins at once, instead of being locked
@@ -43,6 +45,9 @@ class WorkerConnection(Protocol):
 
     @property
     def address(self) -> str: ...
+
+    @property
+    def certificateFingerprint(self) -> str: ...
 
     def ping(self, timeout: float) -> Any: ...
 
@@ -114,6 +119,7 @@ class Fleet(Service):
                 f"its version {version} differs from the master's {mine.version}"
                 " (major.minor must match)"
             )
+        self._checkAllowed(connection, nodeName)
         if nodeName in self._joining:
             raise HelloRefused(f"another connection named '{nodeName}' is joining right now")
         existing = self._workers.get(nodeName)
@@ -138,7 +144,29 @@ class Fleet(Service):
             existing.transport.abortConnection()
         if connection.lost:
             raise HelloRefused("its connection closed while it was joining")
+        most = self.settings.options.max_workers
+        if nodeName not in self._workers and len(self._workers) >= most:
+            raise HelloRefused(
+                f"the master already has {len(self._workers)} workers, the most"
+                f" cluster.max_workers allows"
+            )
         self._workers[nodeName] = connection
+
+    def _checkAllowed(self, connection: WorkerConnection, nodeName: str) -> None:
+        """Raise L{HelloRefused} unless C{cluster.allowed_workers} lets C{nodeName} in."""
+        allowed = dict(self.settings.options.allowed_workers)
+        if not allowed:
+            return
+        if nodeName not in allowed:
+            raise HelloRefused(
+                f"its node name '{nodeName}' is not in the master's cluster.allowed_workers"
+            )
+        pinned = allowed[nodeName]
+        if pinned and connection.certificateFingerprint != pinned:
+            raise HelloRefused(
+                f"its certificate is not the one cluster.allowed_workers names for '{nodeName}'"
+                f" (SHA-256 {connection.certificateFingerprint[:16] or 'none'}...)"
+            )
 
     def _remove(self, connection: WorkerConnection) -> bool:
         if self._workers.get(connection.nodeName) is connection:

@@ -8,17 +8,29 @@ value of an outer box.  Sealing the whole box, not single values, means the
 command names, ask tags and errors are sealed too, and every message carries
 a sequence number.  The price is one rule that all commands follow: a whole
 box, once serialised, fits in one AMP value (L{MAX_MESSAGE} bytes).
+
+Before the key proof a peer is a stranger, and may send only the
+handshake's own small boxes: values of at most L{PREAUTH_MAX_VALUE} bytes
+and boxes of at most L{PREAUTH_MAX_KEYS} keys, so that a connection that
+never proves the key holds a few KiB, not AMP's 4 MiB.  What a stranger can
+make happen again and again is logged through a L{LogThrottle}, one line per
+peer address and kind of event a minute; and nothing a peer sends is logged
+with a traceback.
 """
 
 from __future__ import annotations
 
+import re
 import struct
-from typing import Iterable
+from typing import Any, Iterable
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
+from twisted.logger import Logger, LogLevel
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
-from twisted.logger import Logger
+from ..logs import LogThrottle
 from .sealing import SEAL_OVERHEAD, Opener, Sealer, SealingError
 
 #: The largest serialised box a sealed message can carry.
@@ -31,11 +43,36 @@ SEALED_KEY = b"s"
 #: make us hold before a box is complete.
 MAX_KEYS_PER_BOX = 64
 
+#: Longest value a peer may send before the key proof.  The handshake's own
+#: values are a 32-byte nonce or proof, a command name, an ask tag, and the
+#: short reason of a refusal.
+PREAUTH_MAX_VALUE = 512
+
+#: Most keys of a box before the key proof: a command, its ask tag and one
+#: argument; or an error's tag, code and description.
+PREAUTH_MAX_KEYS = 6
+
+#: Shared by the connections of a process unless their factory gives one.
+_THROTTLE = LogThrottle()
+
 _LENGTH = struct.Struct("!H")
 
 
 class ProtocolViolation(Exception):
     """The peer broke the protocol; the connection is dropped."""
+
+
+#: The error code of an answer to a command whose arguments could not be read.
+BAD_ARGUMENTS = b"BAD_ARGUMENTS"
+
+
+def _argumentProblem(command: type[amp.Command], error: BaseException) -> str:
+    """What was wrong with the arguments of C{command}, in a few words."""
+    if isinstance(error, KeyError):
+        key = error.args[0] if error.args else b"?"
+        name = key.decode("ascii", "replace") if isinstance(key, bytes) else str(key)
+        return f"its {command.__name__} lacks the argument {name[:64]!r}"
+    return f"its {command.__name__} has an unreadable argument ({type(error).__name__}: {str(error)[:120]})"
 
 
 def decodeBox(data: bytes) -> amp.AmpBox:
@@ -74,6 +111,15 @@ def decodeBox(data: bytes) -> amp.AmpBox:
     return box
 
 
+def _template(why: str) -> str:
+    """
+    A reason without what the peer chose in it (names in quotes, numbers,
+    details in brackets): the throttle's kind of event, so that one peer
+    cannot make each of its lines a kind of its own.
+    """
+    return re.split(r"['\"(0-9]", why, maxsplit=1)[0][:60]
+
+
 def describePeer(address: IAddress | None) -> str:
     """C{host:port} of a peer, for log lines."""
     host = getattr(address, "host", None)
@@ -92,6 +138,8 @@ class SealedAMP(amp.AMP):
 
     log = Logger()
     logTag = "[Cluster]"
+    #: Where repeated lines about peers are counted (per process by default).
+    logThrottle: LogThrottle = _THROTTLE
     _sealer: Sealer | None = None
     _opener: Opener | None = None
     _pendingSealing: tuple[Sealer, Opener] | None = None
@@ -135,16 +183,84 @@ class SealedAMP(amp.AMP):
         if not self._dropped:
             super().dataReceived(data)
 
+    def peerHost(self) -> str:
+        """The peer's address without the port: what a stranger is known by."""
+        peer = self.transport.getPeer() if self.transport else None
+        return str(getattr(peer, "host", peer))
+
     def lengthLimitExceeded(self, length: int) -> None:
         # AMP closes the connection itself; say who and why.
-        self.dropPeer(f"sent a key or value of {length} bytes, over AMP's limit")
+        if self.sealed:
+            self.dropPeer(f"sent a key or value of {length} bytes, over AMP's limit")
+        elif self.state == "value":
+            self.dropPeer(
+                f"sent a value of {length} bytes before proving the cluster key"
+                f" (at most {PREAUTH_MAX_VALUE} until then)"
+            )
+        else:
+            self.dropPeer(f"sent a key of {length} bytes before proving the cluster key (at most 255)")
+
+    def proto_key(self, string: bytes) -> str:
+        state = super().proto_key(string)
+        if state == "value" and not self.sealed:
+            # Until the key proof, values are the handshake's small ones.
+            self.MAX_LENGTH = PREAUTH_MAX_VALUE
+        return state
 
     def proto_value(self, string: bytes) -> str:
         # Bound what a peer can make us buffer before a box is complete.
-        if self._currentBox is not None and len(self._currentBox) >= MAX_KEYS_PER_BOX:
+        most = MAX_KEYS_PER_BOX if self.sealed else PREAUTH_MAX_KEYS
+        if self._currentBox is not None and len(self._currentBox) >= most:
             self.dropPeer("sent a box with too many keys")
             return "key"
         return super().proto_value(string)
+
+    def locateResponder(self, name: bytes) -> Any:
+        # AMP answers StartTLS itself: TLS inside the sealed link is not ours.
+        if name == amp.StartTLS.commandName:
+            return None
+        return super().locateResponder(name)
+
+    def _wrapWithSerialization(self, aCallable: Any, command: type[amp.Command]) -> Any:
+        # AMP logs a CRITICAL traceback when a box's arguments cannot be
+        # parsed, or a responder fails in a way its command does not
+        # declare: both are in a peer's hands.  Answer them with an error,
+        # and log one line naming the peer.
+        doit = super()._wrapWithSerialization(aCallable, command)
+
+        def guarded(box: amp.AmpBox) -> Deferred[Any]:
+            try:
+                # The arguments are parsed before anything runs; what fails
+                # later comes back as a failed Deferred.
+                d = doit(box)
+            except Exception as e:
+                return self._badArguments(command, _argumentProblem(command, e))
+            return d.addErrback(self._unexpectedFailure, command)
+
+        return guarded
+
+    def _badArguments(self, command: type[amp.Command], problem: str) -> Deferred[Any]:
+        if not self.sealed:
+            self.dropPeer(problem)
+            return Deferred()
+        self.logThrottle.emit(
+            self.log, LogLevel.warn, self.peerHost(), "bad-arguments",
+            "Refused a command from {peer}: {problem}.", peer=self.peerName(), problem=problem,
+        )
+        raise amp.RemoteAmpError(BAD_ARGUMENTS, problem)
+
+    def _unexpectedFailure(self, failure: Failure, command: type[amp.Command]) -> Failure:
+        if failure.check(amp.RemoteAmpError):
+            return failure
+        self.logThrottle.emit(
+            self.log, LogLevel.error, self.peerHost(), "unexpected-" + command.__name__,
+            "Could not answer {command} from {peer}: {error}: {why}; the connection is closed.",
+            command=command.__name__, peer=self.peerName(), error=failure.type.__name__,
+            why=failure.getErrorMessage()[:300],
+        )
+        self.log.debug("{command} failed with {traceback}", command=command.__name__,
+                       traceback=failure.getTraceback())
+        return Failure(amp.RemoteAmpError(amp.UNKNOWN_ERROR_CODE, "Unknown Error", fatal=True))
 
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
         if self._dropped:
@@ -157,7 +273,8 @@ class SealedAMP(amp.AMP):
         command = box.get(amp.COMMAND)
         if command is not None and self.locateResponder(command) is None:
             # AMP answers UNHANDLED; the log says who tried what.
-            self.log.warn(
+            self.logThrottle.emit(
+                self.log, LogLevel.warn, self.peerHost(), "unknown-command",
                 "{peer} sent an unknown command {command!r}.",
                 peer=self.peerName(), command=command[:64].decode("ascii", "replace"),
             )
@@ -187,13 +304,23 @@ class SealedAMP(amp.AMP):
         return decodeBox(self._opener.open(box[SEALED_KEY]))
 
     def dropPeer(self, why: str) -> None:
-        """Log why the peer is dropped, naming it, and drop it at once."""
+        """
+        Log why the peer is dropped, naming it, and drop it at once.  A peer
+        that has not proved the key is a stranger who can come back at once:
+        a WARNING, at most one a minute per address and reason.
+        """
         if self._dropped:
             return
         self._dropped = True
-        self.log.error(
-            "Dropping connection with {peer}: {why}.", peer=self.peerName(), why=why
-        )
+        if self.sealed:
+            self.log.error(
+                "Dropping connection with {peer}: {why}.", peer=self.peerName(), why=why
+            )
+        else:
+            self.logThrottle.emit(
+                self.log, LogLevel.warn, self.peerHost(), "drop " + _template(why),
+                "Dropping connection with {peer}: {why}.", peer=self.peerName(), why=why,
+            )
         if self.transport is not None:
             self.transport.abortConnection()
 

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..logs import LogThrottle
 from ..api.nodecalls import NodeCallResponders
 from ..tls import PeerIdentityError, channelBinding, checkPeerIdentity, peerCertificate
 from ..protocol.link import LinkSettings
@@ -162,9 +163,11 @@ class MasterConnectionFactory(Factory):
         #: Answers the master's API calls for this node (set by the builder).
         self.nodeCalls: Any = None
         self.lastBuilt: MasterConnection | None = None
+        self.logThrottle = LogThrottle(clock.seconds)
 
     def buildProtocol(self, addr: object) -> MasterConnection:
         protocol = MasterConnection(self.settings, self.clock, self.sinksFor)
         protocol.factory = self
+        protocol.logThrottle = self.logThrottle
         self.lastBuilt = protocol
         return protocol
