@@ -194,7 +194,7 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
         link = MasterLink(
             settings, endpoint, reactor,
             sinksFor=lambda connection: {**integrity.sinksFor(connection), **calls.sinksFor(connection)},
-            onIntegrityChanged=integrity.syncSoon,
+            onIntegrityChanged=integrity.masterChanged,
             nodeCalls=calls,
         )
         link.stats = stats

@@ -81,7 +81,7 @@ class IntegrityTests(SynchronousTestCase):
 
     def sync(self) -> None:
         """One worker cycle, driven until everything has crossed."""
-        d = self.worker._cycle()
+        d = self.worker._timedCycle()
         for _ in range(60):
             self.net.flush()
             self.clock.advance(0)
@@ -246,7 +246,7 @@ class IntegrityTests(SynchronousTestCase):
         old = md5(self.workerHome.path("etc/lists/blacklist"))
         write(self.masterHome, "etc/lists/blacklist", os.urandom(3 * 1024 * 1024))
         self.successResultOf(self.masterIntegrity.recalculate())
-        d = self.worker._cycle()
+        d = self.worker._timedCycle()
         for _ in range(6):  # part of the bundle crosses
             self.connection.pump.pump()
         self.connection.serverTLS.transport.abortConnection()
@@ -277,7 +277,7 @@ class IntegrityTests(SynchronousTestCase):
             await Deferred()
 
         self.masterIntegrity._transfer = neverSends
-        d = self.worker._cycle()
+        d = self.worker._timedCycle()
         self.net.flush()
         self.assertTrue(self.worker.syncing)
         self.connection.serverTLS.transport.abortConnection()
@@ -353,6 +353,38 @@ class FleetScaleTests(IntegrityTests):
         status = self.masterIntegrity.statusOf("node02")
         self.assertEqual((status.missing, status.shared), (1, 1))
 
+    def test_pushedChangeNeedsNoWalk(self) -> None:
+        """
+        When the master says its files changed, the worker checks from its
+        last scan, updated with the files the transfer put in place: no walk
+        of its 300 files, and the next push check is in sync at once.
+        """
+        self.syncedWorker()
+        walks: list[object] = []
+        rescans: list[object] = []
+        scan, rescan = self.worker.scanner.scan, self.worker.scanner.rescan
+        self.patch(self.worker.scanner, "scan", lambda: (walks.append(1), scan())[1])
+        self.patch(self.worker.scanner, "rescan", lambda r, p: (rescans.append(list(p)), rescan(r, p))[1])
+        write(self.masterHome, "etc/rules/local_rules.xml", b"<group name='local'>pushed</group>\n")
+        self.successResultOf(self.masterIntegrity.recalculate())
+        d = self.worker._cycle()  # what masterChanged runs
+        for _ in range(60):
+            self.net.flush()
+            self.clock.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(md5(self.workerHome.path("etc/rules/local_rules.xml")),
+                         md5(self.masterHome.path("etc/rules/local_rules.xml")))
+        self.assertEqual((walks, rescans), ([], [["etc/rules/local_rules.xml"]]))
+        del self.opened[:]
+        d = self.worker._cycle()
+        self.net.flush()
+        self.successResultOf(d)
+        self.assertEqual([kind for kind, _ in self.opened], ["integrity-check"])
+        self.assertEqual(walks, [])
+        # The timed check walks: the safety net for the worker's own edits.
+        self.sync()
+        self.assertEqual(walks, [1])
+
     def test_manifestOfOtherBucketsIgnored(self) -> None:
         """
         Entries outside the buckets a manifest's opening names are not the
@@ -404,7 +436,7 @@ class FleetScaleTests(IntegrityTests):
         self.successResultOf(joined)
         second.connectionToMaster = lambda: connection.client
         # node03 is a fresh worker: a different delta (everything), built once more.
-        d = second._cycle()
+        d = second._timedCycle()
         for _ in range(60):
             self.net.flush()
             self.clock.advance(0)

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from .bundle import BundleReader, Limits
-from .stager import Stager
+from .stager import ApplyResult, Stager
 
 #: The most bytes a manifest stream may carry (a million files fit).
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
@@ -111,6 +111,8 @@ class BundleSink:
         self.finished = finished
         self.logTag = logTag
         self._done = False
+        #: What the commit put in place (written and deleted paths), once done.
+        self.applied: ApplyResult | None = None
 
     def feed(self, data: bytes) -> Deferred[None]:
         return self.runInThread(self.reader.feed, data)
@@ -122,6 +124,7 @@ class BundleSink:
         except BaseException:
             self.stager.abort()
             raise
+        self.applied = applied
         return {
             "written": len(applied.written),
             "deleted": len(applied.deleted),

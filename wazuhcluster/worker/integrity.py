@@ -7,7 +7,10 @@ As soon as it joins the master, then about every C{sync_integrity} seconds
 when the master says its files changed, the worker scans its own copy of
 the table (in a thread, the same scanner as the master's, so a file edited
 or deleted here is found) and sends the master the digest of what it
-holds.  In sync: done.  Else the master names the buckets that differ; the
+holds.  (When the master says its files changed, the worker's last scan
+serves, updated with what the last transfer put in place: the worker's own
+edits are found by the timed checks and at joining, which walk the whole
+table.)  In sync: done.  Else the master names the buckets that differ; the
 worker streams the manifest of those buckets only, and then receives the
 bundle the master sends: files written to temporary names as they arrive,
 all renamed into place when the bundle is complete, extras deleted, empty
@@ -37,7 +40,7 @@ from ..stats import NodeStats
 from ..sync.bundle import BundleWriter
 from ..sync.digest import BUCKETS, bucketOf
 from ..sync.manifest import FileEntry, encodeManifest
-from ..sync.scan import IntegrityScanner
+from ..sync.scan import IntegrityScanner, ScanResult
 from ..sync.stager import Stager, removeStaleTemporaries
 from ..sync.table import SyncTable, UnsafePath
 from ..sync.transfer import MAX_BUNDLE_BYTES, MAX_PATH_LIST_BYTES, BundleSink, PathListSink, jsonObject
@@ -80,6 +83,11 @@ class WorkerIntegrity(Service):
         #: The node's counters (the builder hands over the node's own).
         self.stats = NodeStats()
         self._again = False
+        #: The last scan of this worker's files, kept up to date with what
+        #: transfers put in place; None when it must be walked again.
+        self._lastScan: ScanResult | None = None
+        self._fullScanNext = True
+        self._bundleSink: BundleSink | None = None
         self._bundleDone: Deferred[None] | None = None
         self._bundleExpected: IDelayedCall | None = None
         self._next: IDelayedCall | None = None
@@ -102,14 +110,22 @@ class WorkerIntegrity(Service):
         self._next = None
 
     def _schedule(self, delay: float | None = None) -> None:
-        """The next cycle: in C{delay} seconds, or a jittered C{sync_integrity}."""
+        """The next cycle: in C{delay} seconds, or a timed one in a jittered C{sync_integrity}."""
         if not self.running:
             return
+        cycle = self._cycle
         if delay is None:
             delay = self.options.sync_integrity * (0.9 + 0.2 * self.jitter())
+            cycle = self._timedCycle
         if self._next is not None and self._next.active():
             self._next.cancel()
-        self._next = self.clock.callLater(delay, self._cycle)
+        self._next = self.clock.callLater(delay, cycle)
+
+    def _timedCycle(self) -> Deferred[None]:
+        # The timed check walks the whole table: the safety net for files
+        # edited or deleted on this worker.
+        self._fullScanNext = True
+        return self._cycle()
 
     def resolver(self) -> Callable[[str], tuple[str, int, str | None]]:
         """
@@ -126,8 +142,16 @@ class WorkerIntegrity(Service):
 
     def syncSoon(self) -> None:
         """
-        Sync now (or right after the running sync): the worker just joined
-        the master, or the master's files changed.
+        Sync now (or right after the running sync), walking the whole table:
+        the worker just joined the master.
+        """
+        self._fullScanNext = True
+        self.masterChanged()
+
+    def masterChanged(self) -> None:
+        """
+        The master's files changed: sync now (or right after the running
+        sync) from the last scan, updated with what transfers put in place.
         """
         if self.syncing:
             self._again = True
@@ -148,7 +172,7 @@ class WorkerIntegrity(Service):
         self.syncing = True
         self._bundleDone = Deferred()
         try:
-            scan = await self.runInThread(self.scanner.scan)
+            scan = await self._scan()
             check = jsonObject(
                 await connection.streams.send(
                     "integrity-check",
@@ -181,6 +205,13 @@ class WorkerIntegrity(Service):
             elif self._next is None:
                 self._schedule()
 
+    async def _scan(self) -> ScanResult:
+        """A walk of the table when one is due, else the last scan."""
+        if self._fullScanNext or self._lastScan is None:
+            self._fullScanNext = False
+            self._lastScan = await self.runInThread(self.scanner.scan)
+        return self._lastScan
+
     async def _listDifferences(self, connection: Any, files: Mapping[str, FileEntry], buckets: list[int]) -> None:
         """Send the manifest of the buckets that differ, and take what the master sends back."""
         pieces = await self.runInThread(_manifestPieces, files, frozenset(buckets))
@@ -206,7 +237,10 @@ class WorkerIntegrity(Service):
                 extra_valid=answer.get("extra_valid"),
             )
             if answer.get("transfer"):
-                await self._waitForBundle(connection)
+                try:
+                    await self._waitForBundle(connection)
+                finally:
+                    await self._takeApplied()
                 if "error" not in self.lastResult:
                     self.generation = int(answer.get("generation", self.generation))
                 if self.lastResult.get("written") or self.lastResult.get("deleted"):
@@ -216,6 +250,17 @@ class WorkerIntegrity(Service):
                 # Group files only this worker has: those of agents the
                 # master does not register go (the others it asks for).
                 await self._removeFilesOfUnregisteredAgents()
+
+    async def _takeApplied(self) -> None:
+        """Update the last scan with the files the last transfer put in place (or walk next time)."""
+        sink, self._bundleSink = self._bundleSink, None
+        applied = sink.applied if sink is not None else None
+        if applied is None or self._lastScan is None:
+            self._lastScan = None
+            return
+        self._lastScan = await self.runInThread(
+            self.scanner.rescan, self._lastScan, applied.written + applied.deleted
+        )
 
     async def _waitForBundle(self, connection: Any) -> None:
         done = self._bundleDone
@@ -263,6 +308,7 @@ class WorkerIntegrity(Service):
         def done(result: tuple[list[str], list[str]]) -> None:
             removed, _ = result
             if removed:
+                self._lastScan = None
                 self.log.info(
                     "Removed {n} group and status files of agents not registered on the master.",
                     n=len(removed),
@@ -277,11 +323,12 @@ class WorkerIntegrity(Service):
 
         def bundle(info: str) -> BundleSink:
             self._bundleOpened()
-            return BundleSink(
+            sink = self._bundleSink = BundleSink(
                 Stager(self.resolver(), UnsafePath), self.runInThread,
                 f"master {connection.masterName or connection.peerDescription()}",
                 self._bundleFinished, logTag=self.logTag,
             )
+            return sink
 
         def request(info: str) -> PathListSink:
             return PathListSink(lambda paths: self._sendExtraValid(connection, paths))
