@@ -501,8 +501,10 @@ async def test_node_calls_run_on_the_named_node(api: ApiCluster) -> None:
             assert await get(target, f"/cluster/{node.node_name}/status") == {"wazuh-clusterd": "running"}
         for path in ("/cluster/ghost/info", "/cluster/ghost/stats", "/cluster/ghost/files?path=etc/rules/a.xml"):
             assert "ghost" in await failure(target, "GET", path, 3022, 404)
-        await failure(target, "PUT", "/cluster/ghost/restart", 3022, 404)
-        await failure(target, "POST", "/cluster/ghost/files?path=etc/rules/a.xml", 3022, 404, RULES_V1)
+        # A worker's API does not ask changes of another node at all (3030).
+        change = (3022, 404) if target is api.masterApi else (3030, 403)
+        await failure(target, "PUT", "/cluster/ghost/restart", *change)
+        await failure(target, "POST", "/cluster/ghost/files?path=etc/rules/a.xml", *change, RULES_V1)
     # A worker's own API answers for itself without the master: see
     # test_a_worker_without_its_master, at the end.
     assert (await get(api.workerApi, "/cluster/node"))["node"] == "worker1"
@@ -569,12 +571,15 @@ async def test_big_file_through_the_cluster_link(api: ApiCluster) -> None:
     ])
     assert all(answer.encode() == big for answer in answers)
 
-    # A changed version from worker1's API: the body crosses two links.
-    changed = big.replace(b"</group>", b"</group>\n<!-- changed through worker1 -->", 1)
+    # A changed version: worker1's API may not write on another node (only the
+    # master asks changes of a node); the master's may.
+    changed = big.replace(b"</group>", b"</group>\n<!-- changed through the master -->", 1)
     assert changed != big
-    await failure(api.workerApi, "POST", "/cluster/worker2" + filePath(relpath), 1905, 400, changed)
+    message = await failure(api.workerApi, "POST", "/cluster/worker2" + filePath(relpath, overwrite=True), 3030, 403, changed)
+    assert "use the master's API" in message
+    await failure(api.masterApi, "POST", "/cluster/worker2" + filePath(relpath), 1905, 400, changed)
     assert onWorker2.read_bytes() == big
-    answer = await ask(api.workerApi, "POST", "/cluster/worker2" + filePath(relpath, overwrite=True), changed)
+    answer = await ask(api.masterApi, "POST", "/cluster/worker2" + filePath(relpath, overwrite=True), changed)
     assert answer.data == {"msg": f"File {relpath} was updated successfully"}
     assert onWorker2.read_bytes() == changed
     assert (await get(api.masterApi, "/cluster/worker2" + filePath(relpath))).encode() == changed
@@ -619,8 +624,8 @@ async def test_symbolic_links_do_not_lead_out(api: ApiCluster) -> None:
         for path in ("etc/rules/api-link.xml", "etc/rules/api-dir/ossec.conf", "etc/rules/api-dir/new.xml"):
             for target in (api.masterApi, api.workerApi):
                 await failure(target, "GET", "/cluster/worker2" + filePath(path), 704, 400)
-                await failure(target, "POST", "/cluster/worker2" + filePath(path, overwrite=True), 704, 400, RULES_V1)
-                await failure(target, "DELETE", "/cluster/worker2" + filePath(path), 704, 400)
+            await failure(api.masterApi, "POST", "/cluster/worker2" + filePath(path, overwrite=True), 704, 400, RULES_V1)
+            await failure(api.masterApi, "DELETE", "/cluster/worker2" + filePath(path), 704, 400)
         assert conf.read_bytes() == original
         assert links[0].is_symlink() and not (home / "etc" / "new.xml").exists()
     finally:
@@ -691,13 +696,10 @@ async def test_files_are_checked_and_reach_the_workers(api: ApiCluster) -> None:
     assert (await ask(masterApi, "POST", "/cluster/master" + filePath(rules, overwrite=True), RULES_V2)).status == 200
     assert (api.master.home / rules).read_bytes() == RULES_V2
     files[rules] = RULES_V2
-    # Written on the master through worker1's API: the same.
+    # Worker1's API cannot write on the master: a worker never changes the master.
     viaWorker = "etc/decoders/via_worker1.xml"
-    answer = await ask(api.workerApi, "POST", "/cluster/master" + filePath(viaWorker), RULES_V1)
-    assert answer.data == {"msg": f"File {viaWorker} was updated successfully"}
-    assert (api.master.home / viaWorker).read_bytes() == RULES_V1
-    assert not (api.worker1.home / viaWorker).exists() or (api.worker1.home / viaWorker).read_bytes() == RULES_V1
-    files[viaWorker] = RULES_V1
+    await failure(api.workerApi, "POST", "/cluster/master" + filePath(viaWorker), 3030, 403, RULES_V1)
+    assert not (api.master.home / viaWorker).exists()
 
     # Integrity sync takes them to the workers (worker2 is told the master changed).
     for worker in (api.worker1, api.worker2):
@@ -708,9 +710,9 @@ async def test_files_are_checked_and_reach_the_workers(api: ApiCluster) -> None:
         for path, content in files.items():
             assert await get(masterApi, f"/cluster/{worker.node_name}" + filePath(path)) == content.decode()
     assert await get(api.workerApi, "/cluster/worker1" + filePath(rules)) == RULES_V2.decode()
-    # The counters saw the files go (5 files, to each of two workers).
-    assert (await get(masterApi, "/cluster/master/stats"))["integrity_files_sent"] >= sentBefore + 10
-    assert (await get(api.workerApi, "/cluster/worker1/stats"))["integrity_files_received"] >= receivedBefore + 5
+    # The counters saw the files go (4 files, to each of two workers).
+    assert (await get(masterApi, "/cluster/master/stats"))["integrity_files_sent"] >= sentBefore + 8
+    assert (await get(api.workerApi, "/cluster/worker1/stats"))["integrity_files_received"] >= receivedBefore + 4
 
     # Deleted on the master: gone there at once, from the workers after a sync.
     for path in files:
@@ -982,9 +984,10 @@ async def test_restart(api: ApiCluster) -> None:
                      "worker1's restart command to run", api)
     assert not api.markers["master"].exists() and not api.markers["worker2"].exists()
 
-    # Every node, asked of the worker's API.
+    # The worker's API cannot restart another node; the master's restarts every node.
+    await failure(api.workerApi, "PUT", "/cluster/master/restart", 3030, 403)
     started = time.monotonic()
-    answer = await ask(api.workerApi, "PUT", "/cluster/restart")
+    answer = await ask(api.masterApi, "PUT", "/cluster/restart")
     took = time.monotonic() - started
     # The workers first, the master last.
     assert answer.data == {
@@ -1074,9 +1077,10 @@ async def test_a_worker_without_its_master(api: ApiCluster) -> None:
     for method, path in (("GET", "/cluster/nodes"), ("GET", "/cluster/nodes/worker1"), ("GET", "/cluster/healthcheck"),
                          ("GET", "/agents"), ("GET", "/agents/000"), ("DELETE", "/agents/001"),
                          ("GET", "/cluster/master/info"), ("GET", "/cluster/worker2/stats"),
-                         ("PUT", "/cluster/restart"), ("PUT", "/cluster/master/restart")):
+                         ("PUT", "/cluster/restart")):
         await failure(api.workerApi, method, path, 3023, 503)
-    await failure(api.workerApi, "POST", "/cluster/master" + filePath("etc/rules/late.xml"), 3023, 503, RULES_V1)
+    # Changes of another node are refused before the link is even needed.
+    await failure(api.workerApi, "POST", "/cluster/master" + filePath("etc/rules/late.xml"), 3030, 403, RULES_V1)
     # What the worker answers for itself still works.
     assert (await get(api.workerApi, "/cluster/worker1/info"))["path"] == str(api.worker1.home)
     assert (await get(api.workerApi, "/cluster/node"))["node"] == "worker1"

@@ -31,7 +31,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols import amp
 
-from ..protocol.stream import CHUNK_SIZE, SinkFactory, chunksOf
+from ..protocol.stream import CHUNK_SIZE, MAX_OPEN_STREAMS, SinkFactory, chunksOf
 from .envelope import ApiError
 from .localnode import MAX_FILE_SIZE, LocalNode
 
@@ -48,8 +48,9 @@ BLOB_LIFETIME = 60.0
 #: Per connection: blobs kept waiting for their call, at most.
 MAX_BLOBS = 8
 
-#: Per connection: api-blob streams being received at once, at most.
-MAX_BLOB_STREAMS = 2
+#: Per connection: api-blob streams being received at once, at most (as
+#: many as a sender opens at once; more are refused, not queued).
+MAX_BLOB_STREAMS = MAX_OPEN_STREAMS
 
 #: Per connection: bytes of blobs kept or being received, at most.
 MAX_UNCLAIMED_BYTES = 2 * MAX_BLOB_BYTES
@@ -170,10 +171,12 @@ class BlobStore:
         self._release(owner, len(data), blobs=1)
         self.log.warn(
             "Dropped an API blob of {size} bytes from {peer}: no call claimed it within {seconds:.0f} s.",
-            size=len(data), peer=peerName(owner), seconds=BLOB_LIFETIME,
+            size=len(data), peer=peerName(getattr(owner, "protocol", owner)), seconds=BLOB_LIFETIME,
         )
 
-    def take(self, blobID: str, owner: Any = None) -> bytes:
+    def take(self, blobID: str, connection: Any = None) -> bytes:
+        """The blob C{blobID}, if it came over C{connection} (any, if None)."""
+        owner = _owner(connection) if connection is not None else None
         entry = self._blobs.get(blobID)
         if entry is None or (owner is not None and entry[2] is not owner):
             raise ApiError(600, "the body of the request did not arrive", status=500)
@@ -183,6 +186,15 @@ class BlobStore:
             expiry.cancel()
         self._release(owner, len(data), blobs=1)
         return data
+
+
+def _owner(connection: Any) -> Any:
+    """
+    What a connection's blobs are counted by: its stream endpoint, the same
+    object whether the connection is reached directly or through the proxy
+    of a reconnecting client service.
+    """
+    return getattr(connection, "streams", connection)
 
 
 def peerName(connection: Any) -> str:
@@ -253,7 +265,7 @@ class NodeCalls:
         return self.local.nodeName
 
     def sinksFor(self, connection: Any) -> dict[str, tuple[SinkFactory, int]]:
-        return {"api-blob": (lambda info: _BlobSink(self.blobs, connection, info[:64]), MAX_BLOB_BYTES)}
+        return {"api-blob": (lambda info: _BlobSink(self.blobs, _owner(connection), info[:64]), MAX_BLOB_BYTES)}
 
     async def call(self, node: str, operation: str, arguments: dict[str, Any], body: bytes = b"") -> Any:
         """The result of C{operation} on C{node}; raises L{ApiError}."""
