@@ -212,6 +212,16 @@ class AuthenticationTests(GuardTestsMixin, SynchronousTestCase):
         self.assertEqual([self.successResultOf(d) for d in waiting], ["alice"] * 10)
         self.assertEqual(len(self.threads.calls), 1)
 
+    def test_sharedFailuresCountForEachAddress(self) -> None:
+        """Guesses that share one verification still count against each address that sent them."""
+        self.threads.hold = True
+        waiting = [self.authenticator.authenticate(f"10.0.1.{i}", basic("alice", "nope")) for i in range(3)]
+        self.threads.release()
+        for d in waiting:
+            self.failureResultOf(d)
+        self.assertEqual(len(self.threads.calls), 1)
+        self.assertEqual(sorted(self.authenticator._failures), ["10.0.1.0", "10.0.1.1", "10.0.1.2"])
+
     def test_failedLoginsThrottledPerAddress(self) -> None:
         """After max_login_attempts failures: 429 without verifying, until block_time has passed."""
         for _ in range(self.limits.max_login_attempts):

@@ -115,7 +115,7 @@ class Authenticator:
         self._key = os.urandom(32)
         self._cache: dict[bytes, tuple[str, float]] = {}
         self._cacheFor: tuple[int, int, int] | None = None
-        self._pending: dict[bytes, list[Deferred]] = {}
+        self._pending: dict[bytes, list[tuple[str, Deferred]]] = {}
         self._failures: dict[str, _Window] = {}
 
     def start(self) -> None:
@@ -172,18 +172,19 @@ class Authenticator:
         waiters = self._pending.get(key)
         mine: Deferred = Deferred()
         if waiters is not None:
-            waiters.append(mine)
+            waiters.append((address, mine))
             return mine
-        self._pending[key] = [mine]
-        self._verify(key, address, name, password)
+        self._pending[key] = [(address, mine)]
+        self._verify(key, name, password)
         return mine
 
-    def _verify(self, key: bytes, address: str, name: str, password: str) -> None:
+    def _verify(self, key: bytes, name: str, password: str) -> None:
         d = self._inThread(self.users.verify, name, password)
+        wrong: list[bool] = []
 
         def verified(valid: bool) -> str:
             if not valid:
-                self._failed(address, name)
+                wrong.append(True)
                 raise unauthorized("wrong user name or password")
             if self.limits.auth_cache_time > 0:
                 while len(self._cache) >= MAX_CACHED:
@@ -201,7 +202,9 @@ class Authenticator:
             return Failure(unauthorized("the users file cannot be used"))
 
         def tell(outcome: Any) -> None:
-            for waiter in self._pending.pop(key, []):
+            for address, waiter in self._pending.pop(key, []):
+                if wrong:
+                    self._failed(address, name)  # every attempt counts, shared or not
                 if isinstance(outcome, Failure):
                     waiter.errback(outcome)
                 else:
