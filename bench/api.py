@@ -291,7 +291,7 @@ def main() -> None:
                 started = time.monotonic()
                 try:
                     status, answer = apiclients.ask(
-                        apiPort, "POST", f"/cluster/master/files?path=etc/lists/redos-{n}", b"a" * n + b"\n",
+                        apiPort, "POST", f"/cluster/{master.name}/files?path=etc/lists/redos-{n}", b"a" * n + b"\n",
                         auth=(USER, PASSWORD), timeout=args.redos_timeout,
                     )
                     took = time.monotonic() - started
