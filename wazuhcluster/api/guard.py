@@ -209,7 +209,9 @@ class GuardedChannel(HTTPChannel):
             "late", self._address(),
             f"its request's {what} did not arrive within {seconds:g} s (intervals.{setting}); closed.",
         )
-        refusal = Refusal(408, REQUEST_TIMEOUT, f"The request's {what} did not arrive within {seconds:g} seconds")
+        refusal = Refusal(
+            408, REQUEST_TIMEOUT, f"The request did not arrive in time: its {what} took over {seconds:g} s"
+        )
         self._answerAndClose(refusal, linger=False)
 
     def dataReceived(self, data: bytes) -> None:
