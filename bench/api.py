@@ -31,7 +31,11 @@ the port.  One user, with the default scrypt cost.  In order:
  5. ReDoS: authenticated POSTs of a CDB list whose one line is 2,000,
     8,000 and 120,000 "a"s (no colon) to etc/lists/: seconds to the answer,
     at most C{--redos-timeout} each (a build that times out stays busy for
-    minutes after: this section is last).
+    minutes after: this section is last of the master's).
+ 6. API blobs: in a child process, a master's node calls and a worker
+    holding the key, joined over in-memory TLS (tests/support/memorynet.py);
+    the worker streams C{--blobs} api-blob streams of 32 MiB that no call
+    claims.  The child's RSS before and after, and how many the master kept.
 
 Every loop is bounded in count and time; the nodes are always stopped.
 """
@@ -39,6 +43,7 @@ Every loop is bounded in count and time; the nodes are always stopped.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import statistics
@@ -159,6 +164,7 @@ def main() -> None:
     parser.add_argument("--flood-seconds", type=float, default=10.0)
     parser.add_argument("--rate-seconds", type=float, default=5.0)
     parser.add_argument("--redos-timeout", type=float, default=30.0)
+    parser.add_argument("--blobs", type=int, default=48, help="unclaimed 32 MiB blobs a worker sends")
     parser.add_argument("--skip", default="", help="sections to skip, by number, comma-separated")
     args = parser.parse_args()
     skip = {s for s in args.skip.split(",") if s}
@@ -300,11 +306,72 @@ def main() -> None:
                     results.add(f"{n:,} characters", f"no answer within {args.redos_timeout:g} s")
                     results.note("the master is still matching; larger lines skipped")
                     break
+        if "6" not in skip:
+            results.section(f"6. A worker holding the key sends {args.blobs} unclaimed 32 MiB API blobs")
+            child = subprocess.run(
+                [sys.executable, "-c", BLOB_CHILD, os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                 str(args.blobs)],
+                capture_output=True, text=True, timeout=900, cwd=tempfile.gettempdir(),
+            )
+            lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+            if not lines:
+                results.note(f"the blob child failed: {child.stderr[-500:]}")
+            else:
+                found = json.loads(lines[-1])
+                results.add("daemon tree of the child", found["tree"])
+                results.add("master's process RSS before", f"{found['before'] / 1024:.0f} MB")
+                results.add("RSS after - before", f"{(found['after'] - found['before']) / 1024:+.0f} MB")
+                results.add("blobs the master kept / sent / refused",
+                            f"{found['kept']} / {found['sent']} / {found['refused']} ({found['seconds']:.0f} s)")
     finally:
         stopAll([worker, master])
         print("\n" + results.table())
         dropTree(base)
 
+
+#: Section 6, run with C{python -c} from /tmp, so that the daemon's modules
+#: come from PYTHONPATH first and this checkout only after (for its tests/).
+BLOB_CHILD = """
+import json, os, sys, time
+sys.path.append(sys.argv[1])
+from types import SimpleNamespace
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from tests.support.memorynet import MasterHarness, MemoryNetwork, settings
+from wazuhcluster.api.nodecalls import NodeCalls
+from wazuhcluster.protocol.stream import chunksOf
+
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+count = int(sys.argv[2])
+clock = Clock()
+net = MemoryNetwork(clock)
+master = MasterHarness(clock)
+calls = NodeCalls(SimpleNamespace(nodeName="master"), clock, lambda name: None, isMaster=True)
+master.factory.nodeCalls = calls
+master.factory.sinksFor = calls.sinksFor
+link, joined = net.joinWorker(master, settings("hostile"))
+piece = os.urandom(1 << 20)
+before = rss()
+sent = refused = 0
+started = time.monotonic()
+for i in range(count):
+    d = Deferred.fromCoroutine(link.client.streams.send("api-blob", "%032x" % i, chunksOf(iter([piece] * 32)), timeout=600))
+    outcome = []
+    d.addBoth(outcome.append)
+    while not outcome and time.monotonic() - started < 600:
+        net.flush()
+        clock.advance(0)
+    if outcome and not hasattr(outcome[0], "value"):
+        sent += 1
+    else:
+        refused += 1
+print(json.dumps({"before": before, "after": rss(), "kept": len(calls.blobs._blobs), "sent": sent,
+                  "refused": refused, "seconds": time.monotonic() - started,
+                  "tree": os.path.dirname(os.path.dirname(sys.modules["wazuhcluster"].__file__))}))
+"""
 
 if __name__ == "__main__":
     main()
