@@ -83,6 +83,7 @@ def huge_upload(port: int, total: int, auth: tuple[str, str] | None = None, path
     the bytes sent by then.
     """
     s = socket.create_connection(("127.0.0.1", port), timeout=limit_seconds)
+    started = time.monotonic()  # from the first byte of the request
     head = f"POST {path} HTTP/1.1\r\nHost: api\r\nContent-Length: {total}\r\nContent-Type: application/octet-stream\r\n"
     if auth:
         head += f"Authorization: {basic(*auth)}\r\n"
@@ -92,7 +93,6 @@ def huge_upload(port: int, total: int, auth: tuple[str, str] | None = None, path
     pending = memoryview(b"")
     sent = 0
     answer = b""
-    started = time.monotonic()
     answered: float | None = None
     selector = selectors.DefaultSelector()
     selector.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
