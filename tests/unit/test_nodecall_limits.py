@@ -19,6 +19,7 @@ from tests.support.memorynet import MasterHarness, MemoryNetwork, settings
 from tests.unit.test_api import inline
 from wazuhcluster.api import nodecalls
 from wazuhcluster.api.envelope import ApiError
+from wazuhcluster.api.guard import ThrottledLog
 from wazuhcluster.api.localnode import LocalNode
 from wazuhcluster.api.nodecalls import (
     BLOB_LIFETIME,
@@ -52,6 +53,7 @@ class DirectionTests(SynchronousTestCase):
         workerNode = LocalNode(workerHome, "node02", "wazuh", "worker", "4.9.0", NodeStats(), ["true"], inline)
         self.events: list[dict[str, Any]] = []
         self.patch(NodeCalls, "log", Logger(observer=self.events.append))
+        self.patch(ThrottledLog, "log", Logger(observer=self.events.append))
         self.masterCalls = NodeCalls(masterNode, self.clock, lambda name: self.master.fleet.workers[name], isMaster=True)
         self.master.factory.nodeCalls = self.masterCalls
         self.master.factory.sinksFor = self.masterCalls.sinksFor
@@ -103,9 +105,14 @@ class DirectionTests(SynchronousTestCase):
             self.assertEqual((detail["code"], detail["status"]), (WRONG_DIRECTION, 403), detail)
         self.assertEqual(self.restarts, [])
         self.assertFalse(os.path.exists(self.masterHome.path("etc", "rules", "evil.xml")))
+        # One line a minute per worker: the first refusal; the next line counts the others.
         refused = [formatEvent(e) for e in self.events if "Refused node call" in formatEvent(e)]
-        self.assertEqual(len(refused), 4)
-        self.assertTrue(all("from node02" in line for line in refused), refused)
+        self.assertEqual(refused, ["Refused node call 'restart' on master-node from node02: it may travel master to worker."])
+        self.clock.advance(60)
+        self.hostile("restart")
+        refused = [formatEvent(e) for e in self.events if "Refused node call" in formatEvent(e)]
+        self.assertEqual(len(refused), 2)
+        self.assertIn("(3 more like it in the last minute)", refused[1])
 
     def test_workerRefusesToAskChanges(self) -> None:
         """A worker's own API does not even ask: the error says to use the master's API."""

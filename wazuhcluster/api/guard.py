@@ -60,15 +60,19 @@ _REASONS = {401: b"Unauthorized", 408: b"Request Timeout", 413: b"Payload Too La
 
 
 class ThrottledLog:
-    """One log line per address and kind a minute at most, then the number left out."""
+    """
+    One log line per peer and kind a minute at most, then the number left
+    out.  C{prefix} names the peer (C{{who}}) before the text.
+    """
 
     log = Logger()
     logTag = "[API]"
     PERIOD = 60.0
     MAX_KEYS = 4096
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: Any, prefix: str = "API client {who}: ") -> None:
         self.clock = clock
+        self.prefix = prefix
         self._last: dict[tuple[str, str], list[float]] = {}
 
     def warn(self, kind: str, address: str, text: str) -> None:
@@ -82,7 +86,7 @@ class ThrottledLog:
             self._last.clear()
         self._last[(kind, address)] = [now, 0]
         more = f" ({left} more like it in the last minute)" if left else ""
-        self.log.warn("API client {address}: {text}{more}", address=address, text=text, more=more)
+        self.log.warn("{prefix}{text}{more}", prefix=self.prefix.format(who=address), text=text, more=more)
 
 
 def effectiveMaxConnections(limits: ApiLimits) -> int:

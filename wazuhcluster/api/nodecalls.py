@@ -33,6 +33,7 @@ from twisted.protocols import amp
 
 from ..protocol.stream import CHUNK_SIZE, MAX_OPEN_STREAMS, SinkFactory, chunksOf
 from .envelope import ApiError
+from .guard import ThrottledLog
 from .localnode import MAX_FILE_SIZE, LocalNode
 
 #: The largest body or answer sent inside the call itself.
@@ -259,6 +260,7 @@ class NodeCalls:
         self.isMaster = isMaster
         self.timeout = timeout
         self.blobs = BlobStore(clock)
+        self.refusals = ThrottledLog(clock, prefix="")
 
     @property
     def nodeName(self) -> str:
@@ -313,9 +315,10 @@ class NodeCalls:
                 body = self.blobs.take(bodyBlob, connection)
             direction = DIRECTIONS.get(operation)
             if direction is None or (self.isMaster and direction != BOTH):
-                self.log.warn(
-                    "Refused node call {operation} on {node} from {peer}: it may travel {direction}.",
-                    operation=operation[:64], node=node[:64], peer=peer, direction=direction or "nowhere",
+                self.refusals.warn(
+                    "direction", peer,
+                    f"Refused node call {operation[:64]!r} on {node[:64]} from {peer}: "
+                    f"it may travel {direction or 'nowhere'}.",
                 )
                 raise refusedDirection(operation)
             self.log.info("Node call {operation} on {node} from {peer}.", operation=operation, node=node[:64], peer=peer)
