@@ -24,6 +24,7 @@ from .api.endpoints import ApiContext, routes
 from .api.envelope import ApiError
 from .api.localnode import LocalNode
 from .api.nodecalls import NodeCalls
+from .api.guard import raiseFileLimit
 from .api.server import apiService
 from .api.settings import ApiSettings, loadApiSettings
 from .agents.registry import AgentRegistry
@@ -126,6 +127,7 @@ class NodeService(MultiService):
 def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) -> NodeService:
     """The service tree of a master or a worker, ready to start."""
     config, home = setup.config, setup.home
+    raiseFileLimit()  # API connections are capped at an eighth of it
     home.makeFolders()
     tls = loadTLSMaterial(home, config, setup.configPath)
     settings = LinkSettings.fromConfig(config, setup.options, tls, __version__)

@@ -1,4 +1,4 @@
-"""The REST API's users file, its cred checker and C{cluster_api_users}, on real files."""
+"""The REST API's users file and C{cluster_api_users}, on real files."""
 
 from __future__ import annotations
 
@@ -11,15 +11,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from typing import Any
 
-from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import maybeDeferred
-from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface.verify import verifyObject
 
 import wazuhcluster
 from wazuhcluster.api import users as usersmodule
@@ -27,7 +20,6 @@ from wazuhcluster.api import users_cli
 from wazuhcluster.api.users import (
     DEFAULT_COST,
     ApiUsers,
-    ApiUsersChecker,
     ApiUsersError,
     PasswordHash,
     ScryptCost,
@@ -57,11 +49,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.kill()
         process.wait()
-
-
-def _inThread(f: Any, *args: Any) -> Any:
-    """The checker's thread, run at once."""
-    return maybeDeferred(f, *args)
 
 
 class UsersTestsMixin:
@@ -344,73 +331,6 @@ class DamagedFileTests(UsersTestsMixin, SynchronousTestCase):
             message = str(self.assertRaises(ApiUsersError, call))
             self.assertTrue(message.startswith(f"Cannot read the API users file {self.path}: "), message)
             self.assertTrue(message.endswith("; check its permissions."))
-
-
-class CheckerTests(UsersTestsMixin, SynchronousTestCase):
-    def setUp(self) -> None:
-        super().setUp()
-        self.users.add("alice", PASSWORD)
-        self.events: list[dict[str, Any]] = []
-        self.patch(ApiUsersChecker, "log", Logger(observer=self.events.append))
-        self.checker = ApiUsersChecker(self.users, _inThread)
-
-    def login(self, name: bytes, password: bytes) -> Any:
-        return self.checker.requestAvatarId(UsernamePassword(name, password))
-
-    def test_interface(self) -> None:
-        verifyObject(ICredentialsChecker, self.checker)
-        self.assertEqual(ApiUsersChecker(self.users).runInThread.__name__, "deferToThread")
-
-    def test_accepted(self) -> None:
-        """The avatar ID is the user name, in bytes."""
-        self.assertEqual(self.successResultOf(self.login(b"alice", PASSWORD.encode())), b"alice")
-
-    def test_runsInThread(self) -> None:
-        """The slow check is handed to C{runInThread}."""
-        calls = []
-
-        def inThread(f: Any, *args: Any) -> Any:
-            calls.append((f, args))
-            return maybeDeferred(f, *args)
-
-        checker = ApiUsersChecker(self.users, inThread)
-        self.successResultOf(checker.requestAvatarId(UsernamePassword(b"alice", PASSWORD.encode())))
-        self.assertEqual(calls, [(self.users.verify, ("alice", PASSWORD))])
-
-    def test_refused(self) -> None:
-        for name, password in (
-            (b"alice", b"wrong password"),
-            (b"bob", PASSWORD.encode()),
-            (b"", b""),
-            (b"alice", b"\xff" + PASSWORD.encode()),
-            (b"\xffalice", PASSWORD.encode()),
-        ):
-            self.failureResultOf(self.login(name, password), UnauthorizedLogin)
-        self.assertEqual(self.events, [])
-
-    def test_unicode(self) -> None:
-        self.users.setPassword("alice", "pässwörd ✓")
-        self.assertEqual(self.successResultOf(self.login(b"alice", "pässwörd ✓".encode())), b"alice")
-
-    def test_damagedFile(self) -> None:
-        """A damaged users file refuses everyone and says why in the log."""
-        _write(self.path, b"not json")
-        self.failureResultOf(self.login(b"alice", PASSWORD.encode()), UnauthorizedLogin)
-        [event] = self.events
-        self.assertEqual(event["log_level"].name, "error")
-        self.assertEqual(event["user"], "alice")
-        self.assertIn(f"The API users file {self.path} is damaged", event["problem"])
-
-    def test_unexpectedError(self) -> None:
-        """Any other failure of the check refuses the login, and is logged with its traceback."""
-        def broken(name: str, password: str) -> bool:
-            raise RuntimeError("boom")
-
-        self.patch(ApiUsers, "verify", lambda self, name, password: broken(name, password))
-        self.failureResultOf(self.login(b"alice", PASSWORD.encode()), UnauthorizedLogin)
-        [event] = self.events
-        self.assertEqual(event["log_level"].name, "critical")
-        self.assertTrue(event["log_failure"].check(RuntimeError))
 
 
 class _Terminal(io.StringIO):

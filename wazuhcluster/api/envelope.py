@@ -22,6 +22,7 @@ MESSAGES = {
     603: "The requested URL was not found on this server",
     604: "The requested method is not allowed for this URL",
     605: "The request body is not valid JSON, or lacks a field",
+    614: "Invalid request",
     703: "The XML file is not valid",
     704: "Only files under etc/rules, etc/decoders and etc/lists can be read, written or deleted",
     705: "The CDB list is not valid",
@@ -40,6 +41,12 @@ MESSAGES = {
     3021: "The node did not answer in time",
     3022: "Unknown node ID",
     3023: "The worker is not connected to the master",
+    # Refused before routing (the HTTP layer, api/guard.py and api/authn.py)
+    # or between nodes (api/nodecalls.py).
+    3030: "Node call refused",
+    6000: "Limit of login attempts reached. The current IP has been blocked due to a high number of login attempts",
+    6100: "Invalid credentials",
+    6101: "The request did not arrive in time",
 }
 
 

@@ -1,11 +1,14 @@
 """
-Serving the API: HTTP Basic authentication in front of the routes, on the
-address and port of C{api.yaml}, over HTTPS when it says so.
+Serving the API: credentials checked when a request's headers arrive, then
+routed; on the address and port of C{api.yaml}, over HTTPS when it says so.
 
-Authentication is twisted.web's C{HTTPAuthSessionWrapper} with a cred
-portal whose checker verifies passwords against the users file (scrypt, in
-a thread).  Wrong or missing credentials get 401 with C{WWW-Authenticate}
-and nothing else: not whether the user exists, not the API's shape.
+The HTTP layer (L{wazuhcluster.api.guard}) holds every client to the limits
+of C{api.yaml} (connections, time, body size) and checks its HTTP Basic
+credentials (L{wazuhcluster.api.authn}) before it keeps any of the body.
+Wrong or missing credentials get 401 with C{WWW-Authenticate} and nothing
+else: not whether the user exists, not the API's shape.  HTTPS is TLS
+wrapped around the site inside the connection limiter, so that a connection
+over the caps is closed before it costs a handshake.
 """
 
 from __future__ import annotations
@@ -15,43 +18,23 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from twisted.application.internet import StreamServerEndpointService
-from twisted.cred.portal import IRealm, Portal
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
-from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
-from twisted.web.resource import IResource
-from twisted.web.server import Site
-from zope.interface import implementer
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from ..config import ConfigError
 from ..tls import TLSMaterial
+from .authn import Authenticator
+from .guard import ConnectionLimiter, GuardedSite, effectiveMaxConnections
 from .router import ApiResource, Route
-from .settings import ApiSettings, apiSettingsPath
-from .users import ApiUsers, ApiUsersChecker, usersPath
-
-#: The realm of the Basic challenge.
-REALM = b"wazuh"
+from .settings import ApiLimits, ApiSettings, apiSettingsPath
+from .users import ApiUsers, usersPath
 
 
-@implementer(IRealm)
-class _ApiRealm:
-    def __init__(self, resource: IResource) -> None:
-        self.resource = resource
-
-    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> tuple[Any, IResource, Any]:
-        if IResource in interfaces:
-            return IResource, self.resource, lambda: None
-        raise NotImplementedError()
-
-
-def apiSite(routes: list[Route], users: ApiUsers) -> Site:
+def apiSite(routes: list[Route], authenticator: Authenticator, limits: ApiLimits, reactor: Any) -> GuardedSite:
     """The API's site: every request authenticated, then routed."""
-    portal = Portal(_ApiRealm(ApiResource(routes)), [ApiUsersChecker(users)])
-    site = Site(HTTPAuthSessionWrapper(portal, [BasicCredentialFactory(REALM)]))
-    site.displayTracebacks = False
-    site.noisy = False
-    return site
+    return GuardedSite(ApiResource(routes), authenticator, limits, reactor)
 
 
 def _loadPair(settings: ApiSettings, source: str) -> TLSMaterial:
@@ -74,18 +57,22 @@ def apiService(
     reactor: Any, settings: ApiSettings, home: Any, nodeTLS: TLSMaterial, routes: list[Route]
 ) -> StreamServerEndpointService:
     """The service listening for the API, ready to start."""
-    users = ApiUsers(usersPath(home))
-    site = apiSite(routes, users)
+    limits = settings.limits
+    authenticator = Authenticator(ApiUsers(usersPath(home)), limits, reactor)
+    site = apiSite(routes, authenticator, limits, reactor)
+    factory: Any = site
     if settings.https:
         material = _loadPair(settings, apiSettingsPath(home)) if settings.cert else nodeTLS
         options = CertificateOptions(privateKey=material.privateKey, certificate=material.certificate)
-        endpoint = SSL4ServerEndpoint(reactor, settings.port, options, interface=settings.host)
-    elif ":" in settings.host:
+        factory = TLSMemoryBIOFactory(options, False, site)
+    maxConnections = effectiveMaxConnections(limits)
+    limiter = ConnectionLimiter(factory, maxConnections, limits.max_connections_per_address, site.throttled)
+    if ":" in settings.host:
         endpoint = TCP6ServerEndpoint(reactor, settings.port, interface=settings.host)
     else:
         endpoint = TCP4ServerEndpoint(reactor, settings.port, interface=settings.host)
     scheme = "https" if settings.https else "http"
-    service = _ApiService(endpoint, site, f"{scheme}://{settings.host}:{settings.port}")
+    service = _ApiService(endpoint, limiter, f"{scheme}://{settings.host}:{settings.port}", authenticator)
     service._raiseSynchronously = True
     return service
 
@@ -96,14 +83,28 @@ class _ApiService(StreamServerEndpointService):
     log = Logger()
     logTag = "[API]"
 
-    def __init__(self, endpoint: Any, factory: Any, where: str) -> None:
+    def __init__(self, endpoint: Any, factory: ConnectionLimiter, where: str, authenticator: Authenticator) -> None:
         super().__init__(endpoint, factory)
         self.where = where
+        self.authenticator = authenticator
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         self._waitingForPort.addCallback(self._listening)
 
+    def startService(self) -> None:
+        self.authenticator.start()
+        super().startService()
+
+    def stopService(self) -> Any:
+        d = super().stopService()
+        self.authenticator.stop()
+        return d
+
     def _listening(self, port: Any) -> Any:
-        self.log.info("API listening on {where}.", where=self.where)
+        limiter = self.factory
+        self.log.info(
+            "API listening on {where} (at most {total} connections, {each} per address).",
+            where=self.where, total=limiter.maxConnections, each=limiter.maxPerAddress,
+        )
         return port

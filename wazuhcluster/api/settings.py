@@ -10,6 +10,17 @@ lays it out::
       cert: api/configuration/ssl/server.crt   # default: the node's own certificate
       key: api/configuration/ssl/server.key
     restart_command: [bin/wazuh-control, restart]   # what PUT .../restart runs
+    max_upload_size: 17825792    # largest request body, in bytes (17 MiB)
+    authentication_pool_size: 2  # threads that verify passwords
+    intervals:
+      headers_timeout: 10        # seconds for a request's headers, all of them
+      request_timeout: 60        # seconds for a whole request (headers and body)
+    access:
+      max_connections: 256       # API connections at once (at most the fd limit / 8)
+      max_connections_per_address: 32
+      max_login_attempts: 50     # failed logins from one address per block_time...
+      block_time: 300            # ...seconds, then refused until the period ends
+      auth_cache_time: 30        # seconds a verified user:password is trusted
 
 No file means the defaults.  Relative paths are relative to the home.  A
 bad file or value stops the node at start with a line naming the file and
@@ -30,8 +41,44 @@ from ..home import WazuhHome
 
 DEFAULT_PORT = 55000
 
-_KEYS = {"enabled", "host", "port", "https", "restart_command"}
+_KEYS = {
+    "enabled", "host", "port", "https", "restart_command", "max_upload_size",
+    "authentication_pool_size", "intervals", "access",
+}
 _HTTPS_KEYS = {"enabled", "cert", "key"}
+
+
+@frozen
+class ApiLimits:
+    """
+    What one client may take of the API (docs/operations.md, "Limits"):
+    body size, time to send a request, connections, login attempts, and how
+    long a verified password is trusted.
+    """
+
+    max_upload_size: int = 17 * 1024 * 1024
+    authentication_pool_size: int = 2
+    headers_timeout: float = 10.0
+    request_timeout: float = 60.0
+    max_connections: int = 256
+    max_connections_per_address: int = 32
+    max_login_attempts: int = 50
+    block_time: float = 300.0
+    auth_cache_time: float = 30.0
+
+
+#: Each limit's section in api.yaml ("" for the top level), and its bounds.
+_LIMITS = {
+    "max_upload_size": ("", 1024, 2**40),
+    "authentication_pool_size": ("", 1, 64),
+    "headers_timeout": ("intervals", 1, 3600),
+    "request_timeout": ("intervals", 1, 86400),
+    "max_connections": ("access", 1, 1_000_000),
+    "max_connections_per_address": ("access", 1, 1_000_000),
+    "max_login_attempts": ("access", 1, 1_000_000),
+    "block_time": ("access", 1, 86400),
+    "auth_cache_time": ("access", 0, 3600),
+}
 
 
 @frozen
@@ -44,6 +91,7 @@ class ApiSettings:
     cert: str | None = None
     key: str | None = None
     restartCommand: tuple[str, ...] = ()
+    limits: ApiLimits = ApiLimits()
 
 
 def apiSettingsPath(home: WazuhHome) -> str:
@@ -108,12 +156,42 @@ def loadApiSettings(home: WazuhHome, isMaster: bool) -> ApiSettings:
     if not isinstance(restart, list) or not restart or not all(isinstance(a, str) and a for a in restart):
         raise problem("restart_command", "must be a command as a list, such as [systemctl, restart, wazuh-manager]")
     restart[0] = _underHome(home, restart[0]) if "/" in restart[0] else restart[0]
+    limits = _limits(document, problem)
     return ApiSettings(
         enabled=enabled, host=host, port=port, https=useHttps,
         cert=_underHome(home, cert) if cert else None,
         key=_underHome(home, key) if key else None,
         restartCommand=tuple(restart),
+        limits=limits,
     )
+
+
+def _limits(document: dict[str, Any], problem: Any) -> ApiLimits:
+    """The limits set in C{document}, the others at their defaults."""
+    sections: dict[str, dict[str, Any]] = {"": document}
+    for section in ("intervals", "access"):
+        value = document.get(section) or {}
+        if not isinstance(value, dict):
+            raise problem(section, "must be a mapping of settings")
+        known = sorted(k for k, (where, _, _) in _LIMITS.items() if where == section)
+        unknown = sorted(str(k) for k in value if k not in known)
+        if unknown:
+            raise problem(f"{section}.{unknown[0]}", f"unknown setting; the settings are {', '.join(known)}")
+        sections[section] = value
+    found: dict[str, Any] = {}
+    for name, (section, low, high) in _LIMITS.items():
+        if name not in sections[section]:
+            continue
+        value = sections[section][name]
+        setting = f"{section}.{name}" if section else name
+        default = getattr(ApiLimits(), name)
+        whole = isinstance(default, int)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+            raise problem(setting, f"{value!r} is not a {'whole ' if whole else ''}number")
+        if not low <= value <= high:
+            raise problem(setting, f"{value!r} is out of range ({low} to {high})")
+        found[name] = value
+    return ApiLimits(**found)
 
 
 def _underHome(home: WazuhHome, path: str) -> str:

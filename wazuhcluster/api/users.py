@@ -11,7 +11,8 @@ so that new passwords can get a higher cost later while old ones still
 verify.  The cost is n=2**14, r=8, p=1 (16 MiB of memory): one verification
 took 50 ms (median of 20; 47 to 62 ms) on the 2-CPU machine this was written
 on, with Python 3.11 and OpenSSL: slow enough to make guessing expensive, fast
-enough for an API that checks every request.  The API calls L{ApiUsers.verify} from a thread (L{ApiUsersChecker}).
+enough for an API that checks every request.  The API calls L{ApiUsers.verify} from a
+thread pool of its own and caches the answer briefly (L{wazuhcluster.api.authn}).
 
 Checking a user who does not exist spends the same work as checking one who
 does, so that the time of an answer does not tell which users exist.
@@ -25,8 +26,8 @@ lock.
 A missing file means no users.  A damaged file (not JSON, the wrong shape,
 a hash that cannot be decoded) is never guessed at: reading it for a change
 or a listing raises L{ApiUsersError}, and L{ApiUsers.verify} raises it too,
-so that nobody is authenticated; L{ApiUsersChecker} logs that error and
-refuses the login.
+so that nobody is authenticated; L{wazuhcluster.api.authn} logs that error
+and refuses the login.
 """
 
 from __future__ import annotations
@@ -39,17 +40,9 @@ import hmac
 import json
 import os
 import re
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from attrs import frozen
-from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import IUsernamePassword
-from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.threads import deferToThread
-from twisted.logger import Logger
-from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from ..files import writeFileAtomically
 from ..home import WazuhHome
@@ -344,53 +337,3 @@ def _noDuplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"the key {key!r} appears twice")
         result[key] = value
     return result
-
-
-@implementer(ICredentialsChecker)
-class ApiUsersChecker:
-    """
-    Checks HTTP Basic credentials against the API users file, in a thread
-    (C{runInThread}, substituted in tests).  Avatar IDs are the user names
-    as UTF-8 bytes.  A damaged users file refuses every login and logs why.
-    """
-
-    credentialInterfaces = (IUsernamePassword,)
-    log = Logger()
-
-    def __init__(self, users: ApiUsers, runInThread: Callable[..., Deferred] = deferToThread) -> None:
-        self.users = users
-        self.runInThread = runInThread
-
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred:
-        """Fires with the user name, or fails with L{UnauthorizedLogin}."""
-        try:
-            name = _text(credentials.username)
-            password = _text(credentials.password)
-        except UnicodeDecodeError:
-            return fail(UnauthorizedLogin("The user name or password is not UTF-8."))
-
-        def checked(valid: bool) -> bytes:
-            if not valid:
-                raise UnauthorizedLogin("Wrong user name or password.")
-            return name.encode("utf-8")
-
-        def failed(reason: Failure) -> Failure:
-            if reason.check(UnauthorizedLogin):
-                return reason
-            if reason.check(ApiUsersError):
-                self.log.error(
-                    "Refused the API login of {user!r}: {problem}", user=name, problem=str(reason.value)
-                )
-            else:
-                self.log.failure("Refused the API login of {user!r}: checking it failed", reason, user=name)
-            return Failure(UnauthorizedLogin("The users file cannot be used."))
-
-        d = self.runInThread(self.users.verify, name, password)
-        d.addCallback(checked)
-        d.addErrback(failed)
-        return d
-
-
-def _text(value: bytes | str) -> str:
-    """Credentials' bytes as text (cred gives bytes; accept text too)."""
-    return value.decode("utf-8") if isinstance(value, bytes) else value
