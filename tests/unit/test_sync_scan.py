@@ -234,12 +234,18 @@ class LinkAndSpecialFileTests(ScanTestCase):
         self.assertEqual(result.unstable, frozenset({"etc/rules/"}))
 
     def test_rule_folder_linked_inside_home(self) -> None:
-        """A rule folder linked to a folder inside the home is scanned, as the writer accepts it."""
-        home = self.home({"var/rules/r.xml": b"r"})
+        """
+        A rule folder linked to a folder inside the home is not walked (a
+        link to api/configuration would send the API's users to every
+        worker): held and refused, as the writer refuses it.
+        """
+        home = self.home({"api/configuration/users.json": b"{}"})
         os.makedirs(os.path.join(home, "etc"))
-        os.symlink("../var/rules", os.path.join(home, "etc/rules"))
+        os.symlink("../api/configuration", os.path.join(home, "etc/rules"))
         result = self.scanner(home).scan()
-        self.assertEqual(sorted(result.files), ["etc/rules/r.xml"])
+        self.assertEqual(sorted(result.files), [])
+        self.assertIn("etc/rules/", result.refused)
+        self.assertIn("etc/rules/", result.unstable)
 
     def test_fifo_and_folder_named_like_files(self) -> None:
         """A fifo is skipped without blocking; a folder called client.keys is not a file."""

@@ -359,16 +359,15 @@ class ResolveTests(TableTestCase):
         self.assertUnsafe("etc/rules/x.xml", "symbolic link", home=home)
 
     def test_rule_folder_links_inside_home(self) -> None:
-        """A rule folder linked to a folder inside the home is the operator's layout: accepted."""
+        """
+        A rule folder linked to a folder inside the home is refused too: a
+        link to api/configuration would publish the API's users.
+        """
         home = self.home()
-        os.makedirs(os.path.join(home, "var", "rules"))
+        os.makedirs(os.path.join(home, "api", "configuration"))
         os.rmdir(os.path.join(home, "etc", "rules"))
-        os.symlink("../var/rules", os.path.join(home, "etc", "rules"))
-        path, rule = TABLE.resolve(home, "etc/rules/x.xml")
-        self.assertEqual(path, os.path.join(home, "etc", "rules", "x.xml"))
-        # ...but nothing below it may be a link.
-        os.symlink(self.folder(), os.path.join(home, "var", "rules", "sub"))
-        self.assertUnsafe("etc/rules/sub/x.xml", "symbolic link", home=home)
+        os.symlink("../api/configuration", os.path.join(home, "etc", "rules"))
+        self.assertUnsafe("etc/rules/users.json", "symbolic link", "inside", "replace it with a real folder", home=home)
 
     def test_rule_folder_not_a_folder(self) -> None:
         home = self.home()

@@ -194,7 +194,7 @@ class MasterIntegrity(Service):
                     self.log.error("Cannot read {path}: it is not synchronised until it can be read.", path=path)
                 for path in sorted(result.refused)[:20]:
                     self.log.error("Skipped {path}: {why}.", path=path,
-                                   why="not a UTF-8 name, or a folder that links outside the home")
+                                   why="not a UTF-8 name, or a synchronised folder that is a symbolic link")
             if previous is None or previous.digest != result.digest or previous.unstable != result.unstable:
                 self.generation += 1
                 self.index = BucketIndex(result.files)

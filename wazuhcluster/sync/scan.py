@@ -258,9 +258,9 @@ class _Scan:
 
     def _ruleFolder(self, rule: SyncRule) -> str | None:
         """
-        The absolute folder of C{rule} if it should be walked: it exists, and
-        is a folder or a symbolic link to a folder inside the home (as
-        L{SyncTable.resolve} accepts); an unsafe one is held and refused.
+        The absolute folder of C{rule} if it should be walked: it exists and
+        is a real folder (as L{SyncTable.resolve} accepts); a symbolic link,
+        wherever it leads, or anything else is held and refused.
         """
         base = os.path.join(self.home, rule.folder[:-1])
         try:
@@ -273,10 +273,6 @@ class _Scan:
             return None
         if stat.S_ISDIR(st.st_mode):
             return base
-        if stat.S_ISLNK(st.st_mode):
-            real = os.path.realpath(base)
-            if isInside(real, os.path.realpath(self.home)) and os.path.isdir(real):
-                return base
         self.unstable.add(rule.folder)
         self.refused.add(rule.folder)
         return None

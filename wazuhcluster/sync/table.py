@@ -320,7 +320,7 @@ class SyncTable:
         is not.
 
         Beyond L{validate}: the rule's folder may be missing (the writer
-        creates it) but must not be a symbolic link leading outside C{home};
+        creates it) but must not be a symbolic link, wherever it leads;
         no existing component below it may be a symbolic link or anything but
         a folder; the target, if it exists, must be a regular file; and the
         real path of the nearest existing parent must lie inside the real
@@ -400,8 +400,10 @@ class SyncTable:
     @staticmethod
     def _checkBase(homePath: str, realHome: str, base: str, relpath: str) -> str | None:
         """
-        The real path of the rule folder C{base} if it is safe: a folder, or
-        a link to a folder inside the home; L{None} if it is missing.
+        The real path of the rule folder C{base} if it is safe: a real
+        folder (not a symbolic link, even to a folder inside the home: one
+        to C{api/configuration} would publish the API's users); L{None} if
+        it is missing.
         """
         try:
             baseStat = os.lstat(base)
@@ -411,15 +413,12 @@ class SyncTable:
             raise UnsafePath.refusing(relpath, f"cannot check the folder {base} ({e.strerror or e})") from None
         if stat.S_ISLNK(baseStat.st_mode):
             realBase = os.path.realpath(base)
-            if not isInside(realBase, realHome):
-                raise UnsafePath.refusing(
-                    relpath,
-                    f"the folder {base} is a symbolic link to {realBase}, outside {homePath}; "
-                    "replace it with a real folder",
-                )
-            if not os.path.isdir(realBase):
-                raise UnsafePath.refusing(relpath, f"the folder {base} is a symbolic link to {realBase}, which is not a folder")
-            return realBase
+            where = "outside" if not isInside(realBase, realHome) else "inside"
+            raise UnsafePath.refusing(
+                relpath,
+                f"the folder {base} is a symbolic link to {realBase} ({where} {homePath}); "
+                "synchronised folders must be real: replace it with a real folder",
+            )
         if not stat.S_ISDIR(baseStat.st_mode):
             raise UnsafePath.refusing(relpath, f"{base} is not a folder; remove it so the folder can be created")
         return os.path.realpath(base)
