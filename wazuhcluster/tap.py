@@ -136,17 +136,18 @@ def _pidFileInHome(options: Options, home: WazuhHome) -> None:
 
 def _stopCleanlyOnSignals(node: NodeService, reactor: Any) -> None:
     """
-    Make SIGTERM and SIGINT a requested stop: the node stops its services,
-    logs that it stopped, and twistd exits with status 0 (by default,
-    twistd ends itself with the signal, status 143 after SIGTERM).
-    Installed once the reactor runs, over the reactor's own handlers.
+    Make SIGTERM, SIGINT and SIGHUP a requested stop: the node stops its
+    services, logs that it stopped, removes its pid file, and twistd exits
+    with status 0 (by default, twistd ends itself with the signal, status
+    143 after SIGTERM, and SIGHUP killed it without a word).  Installed once
+    the reactor runs, over the reactor's own handlers.
     """
 
     def requested(signum: int, frame: object) -> None:
         node.stopReason = signal.Signals(signum).name
         reactor.callFromThread(reactor.stop)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, requested)
 
 

@@ -425,11 +425,6 @@ def _bad_configs(port: int, key: str) -> dict[str, tuple[str, str, list[str]]]:
         "key-of-31-chars": (ossec_conf(section(key=key[:31])), "<key>", ["31 characters", "32"]),
         "port-80": (ossec_conf(section(port=80)), "<port>", ["'80'", "1025"]),
         "broken-xml": (broken, "XML does not parse", [f"line {_line_of(broken, '</hiden>')}"]),
-        "no-cluster-section": (
-            "<ossec_config>\n  <global>\n    <jsonout_output>yes</jsonout_output>\n  </global>\n</ossec_config>\n",
-            "no <cluster> section",
-            [],
-        ),
         "node-ip-placeholder": (
             ossec_conf(section(node_name="worker1", node_type="worker", nodes=["NODE_IP"])),
             "<node>",
@@ -439,7 +434,7 @@ def _bad_configs(port: int, key: str) -> dict[str, tuple[str, str, list[str]]]:
 
 
 @pytest.mark.parametrize(
-    "case", ["key-of-31-chars", "port-80", "broken-xml", "no-cluster-section", "node-ip-placeholder"]
+    "case", ["key-of-31-chars", "port-80", "broken-xml", "node-ip-placeholder"]
 )
 def test_configuration_error_stops_the_node_with_one_line(tmp_path: Path, case: str) -> None:
     port = free_port()
