@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_config import REALISTIC
+
 from .nodes import (
     TWISTD_RUN,
     Cluster,
@@ -187,41 +189,8 @@ def test_bind_addr_of_another_host_is_a_configuration_error(tmp_path: Path) -> N
     assert not (home / "logs").exists() and not (home / "queue").exists()
 
 
-#: The <cluster>-less configuration of a stand-alone Wazuh 3.8 manager (ossec-server.conf, shortened).
-STOCK_OSSEC_CONF = """\
-<!--
-  Wazuh - Manager - Default configuration for ubuntu 18.04
-  More info at: https://documentation.wazuh.com
-  Mailing list: https://groups.google.com/forum/#!forum/wazuh
--->
-
-<ossec_config>
-  <global>
-    <jsonout_output>yes</jsonout_output>
-    <alerts_log>yes</alerts_log>
-    <logall>no</logall>
-    <email_notification>no</email_notification>
-  </global>
-
-  <remote>
-    <connection>secure</connection>
-    <port>1514</port>
-    <protocol>udp</protocol>
-    <queue_size>131072</queue_size>
-  </remote>
-
-  <ruleset>
-    <decoder_dir>ruleset/decoders</decoder_dir>
-    <rule_dir>ruleset/rules</rule_dir>
-    <list>etc/lists/audit-keys</list>
-  </ruleset>
-
-  <auth>
-    <disabled>no</disabled>
-    <port>1515</port>
-  </auth>
-</ossec_config>
-"""
+#: A stand-alone manager's ossec.conf as Wazuh installs it: no <cluster> section.
+STOCK_OSSEC_CONF = re.sub(r"\n *<cluster>.*?</cluster>", "", REALISTIC, flags=re.S)
 
 
 def test_manager_without_a_cluster_section_exits_zero(tmp_path: Path) -> None:
