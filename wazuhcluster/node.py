@@ -128,7 +128,7 @@ class NodeService(MultiService):
                 message = f"cannot open the control socket {e.port}: {reason} (is another node running with this home?)"
             else:
                 message = f"cannot listen on {e.interface or '0.0.0.0'}:{e.port}: {reason}"
-            self.log.critical("{message}", message=message)
+            self.log.critical("{problem}", problem=message)
             if self.reportStartFailure is not None:
                 self.reportStartFailure(message)
             raise SystemExit(1) from None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from twisted.application.service import IService, MultiService
 from twisted.logger import ILogObserver
@@ -151,10 +151,18 @@ def _stopCleanlyOnSignals(node: NodeService, reactor: Any) -> None:
         signal.signal(signum, requested)
 
 
-def nodeService(configPath: str, home: str | None, debug: bool, foreground: bool) -> _LoggingNode:
+def nodeService(
+    configPath: str,
+    home: str | None,
+    debug: bool,
+    foreground: bool,
+    checkHome: Callable[[WazuhHome], None] | None = None,
+) -> _LoggingNode:
     """
     The top service of a node and its log observer, or exit with one line
     saying what is wrong.  Used by the twistd plugin and the .tac files.
+    C{checkHome} runs before the ports are checked: another node running
+    with this home is said as such, not as its port being taken.
     """
     from twisted.internet import reactor
 
@@ -173,6 +181,8 @@ def nodeService(configPath: str, home: str | None, debug: bool, foreground: bool
         logFile = openLogFile(wazuhHome.clusterLog)
     except OSError as e:
         _fail(f"cannot write under {wazuhHome.root}: {e.strerror or e}")
+    if checkHome is not None:
+        checkHome(wazuhHome)
     problem = portProblem(setup)
     if problem:
         _fail(problem, logFile)
@@ -195,9 +205,9 @@ def makeService(options: Options) -> IService:
     """The node's service, for C{twistd wazuhcluster}."""
     twistdOptions = getattr(options, "parent", None) or {}
     top = nodeService(
-        options["config"], options["home"], options["debug"], bool(twistdOptions.get("nodaemon", True))
+        options["config"], options["home"], options["debug"], bool(twistdOptions.get("nodaemon", True)),
+        checkHome=lambda home: _pidFileInHome(options, home),
     )
-    _pidFileInHome(options, top.home)
 
     def reportStartFailure(message: str) -> None:
         # A daemonizing twistd's first process waits on this pipe and shows

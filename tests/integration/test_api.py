@@ -1221,7 +1221,7 @@ async def test_users_certificate_and_failing_restart(cluster: Cluster, tmp_path:
 def test_bad_api_settings_stop_the_node(cluster: Cluster, text: str, setting: str, words: list[str]) -> None:
     master = cluster.master()
     settings = master.home / "api" / "configuration" / "api.yaml"
-    settings.parent.mkdir(parents=True)
+    settings.parent.mkdir(parents=True, exist_ok=True)
     settings.write_text(text)
     result, took = run_twistd(master.conf, master.home)
     assert result.returncode != 0, result.stdout + result.stderr
@@ -1243,7 +1243,7 @@ def test_api_port_in_use_stops_the_master(cluster: Cluster) -> None:
     port = free_port()
     master = cluster.master()
     settings = master.home / "api" / "configuration" / "api.yaml"
-    settings.parent.mkdir(parents=True)
+    settings.parent.mkdir(parents=True, exist_ok=True)
     settings.write_text(f"port: {port}\n")
     blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
