@@ -183,6 +183,12 @@ def nodeService(
         _fail(f"cannot write under {wazuhHome.root}: {e.strerror or e}")
     if checkHome is not None:
         checkHome(wazuhHome)
+    try:
+        node = makeNodeService(setup, reactor, foreground)
+    except ConfigError as e:
+        _fail(str(e), logFile)
+    # After every configuration error (TLS files, the API's certificate):
+    # those are what to fix first.
     problem = portProblem(setup)
     if problem:
         _fail(problem, logFile)
@@ -191,10 +197,6 @@ def nodeService(
         clusterLogObserver(logFile, debug, stdoutIfForeground(foreground), stderrIfForeground(foreground))
     )
     top.home = wazuhHome
-    try:
-        node = makeNodeService(setup, reactor, foreground)
-    except ConfigError as e:
-        _fail(str(e), logFile)
     node.setServiceParent(top)
     top.node = node
     reactor.callWhenRunning(_stopCleanlyOnSignals, node, reactor)
