@@ -139,8 +139,8 @@ def _stopCleanlyOnSignals(node: NodeService, reactor: Any) -> None:
     Make SIGTERM, SIGINT and SIGHUP a requested stop: the node stops its
     services, logs that it stopped, removes its pid file, and twistd exits
     with status 0 (by default, twistd ends itself with the signal, status
-    143 after SIGTERM, and SIGHUP killed it without a word).  Installed once
-    the reactor runs, over the reactor's own handlers.
+    143 after SIGTERM, and SIGHUP killed it without a word).  A signal that
+    comes before the reactor runs stops it as soon as it does.
     """
 
     def requested(signum: int, frame: object) -> None:
@@ -199,6 +199,9 @@ def nodeService(
     top.home = wazuhHome
     node.setServiceParent(top)
     top.node = node
+    # twistd starts the services before the reactor runs, and the reactor
+    # then installs its own handlers: ours go in now, and again over those.
+    _stopCleanlyOnSignals(node, reactor)
     reactor.callWhenRunning(_stopCleanlyOnSignals, node, reactor)
     return top
 
