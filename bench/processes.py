@@ -1,8 +1,8 @@
 """
 What the benchmarks share about processes: the figures /proc gives of a
-process, a cluster node run by twistd in its own process and home, the
-reading of its growing cluster.log, py-spy recordings, and the machine's
-description.
+process, a cluster node run by twistd in its own process and home (by
+C{lab/nodes.py}, the harness of the tests and the lab), the reading of its
+growing cluster.log, py-spy recordings, and the machine's description.
 
 Every wait here is bounded in time; L{Node.stop} always ends the process
 (SIGTERM, then SIGKILL) and its py-spy.
@@ -16,21 +16,18 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from figures import Results, freePort  # bench/figures.py: first, it puts the checkout on sys.path
-from wazuhcluster.nodehome import writeNodeHome
+from lab.nodes import Node as LabNode  # the one process harness, shared with the tests and the lab
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLUSTER = "benchcluster"
 MASTER_NAME = "bench-master"
-
-#: twistd in this Python, without relying on a C{twistd} script on PATH.
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 # ---------------------------------------------------------------------------
@@ -104,14 +101,16 @@ def dropTree(path: str) -> None:
 
 
 # ---------------------------------------------------------------------------
-# A node as a real twistd process.
+# A node as a real twistd process: lab/nodes.py's, with what a bench measures.
 
 
-class Node:
+class Node(LabNode):
     """
-    A master or worker in its own home (written by L{writeNodeHome}: the
-    API off), run by twistd in its own process and session.  Subclasses
-    change L{command} to run twistd under a wrapper.
+    A master or worker in its own home (the API off), run by twistd in its
+    own process and session by the harness of the tests and the lab
+    (L{lab.nodes.Node}); this adds the figures /proc gives of it, py-spy,
+    and the names the benchmarks use.  Subclasses change L{command} to run
+    twistd under a wrapper (with L{twistdArguments}).
     """
 
     #: Seconds L{waitListening} waits at the most.
@@ -129,19 +128,16 @@ class Node:
         debug: bool = False,
         output: str = "node.out",
     ) -> None:
-        self.home = home
+        super().__init__(
+            None, Path(home), node_name=name, node_type=nodeType, key=key, cluster_name=CLUSTER, port=port,
+            options={f"cluster.{option}": value for option, value in (options or {}).items()}, debug=debug,
+        )
         self.name = name
         self.nodeType = nodeType
-        self.key = key
-        self.port = port
-        self.debug = debug
-        self.config = writeNodeHome(
-            home, name, nodeType, key, port, clusterName=CLUSTER, options=options
-        ).ossecConf
-        self.log = os.path.join(home, "logs", "cluster.log")
-        self.socketPath = os.path.join(home, "queue", "cluster", "c-internal.sock")
+        self.config = str(self.conf)
+        self.log = str(self.log_path)
+        self.socketPath = str(self.control_socket)
         self.output = os.path.join(home, output)
-        self.process: subprocess.Popen | None = None
         self.startedAt = 0.0
         self.startedWall = 0.0
         self.peakRSS = 0
@@ -149,47 +145,27 @@ class Node:
         self.spy: subprocess.Popen | None = None
         self.spyOutput = os.path.join(home, "bench.spy.txt")
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
     def twistdArguments(self) -> list[str]:
-        return ["-n", "wazuhcluster", "--config", self.config, *(["--debug"] if self.debug else [])]
+        return self.twistd_arguments()
 
-    def command(self) -> list[str]:
-        return [*TWISTD, *self.twistdArguments()]
+    def output_paths(self) -> tuple[Path, Path]:
+        return Path(self.output), Path(self.output)
 
-    def start(self) -> None:
-        with open(self.output, "wb") as out:
-            self.startedAt = time.perf_counter()
-            self.startedWall = time.time()
-            self.process = subprocess.Popen(
-                self.command(), cwd=self.home, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
+    def start(self) -> "Node":
+        self.startedAt = time.perf_counter()
+        self.startedWall = time.time()
+        return super().start()
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.running()
 
     def assertAlive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.tail()}")
 
     def waitListening(self, timeout: float | None = None) -> None:
-        """Until the node's control socket exists and its cluster port accepts."""
-        timeout = self.startTimeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.assertAlive()
-            if os.path.exists(self.socketPath):
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} not listening in {timeout:g}s:\n{self.tail()}")
+        """Until the node's control socket answers (it opens after the cluster port)."""
+        self.wait_ready(self.startTimeout if timeout is None else timeout, interval=0.05)
 
     def cpu(self) -> float:
         """utime + stime so far, in seconds (0 once the process is gone)."""
@@ -214,7 +190,7 @@ class Node:
 
     def signal(self, signum: int) -> None:
         if self.alive():
-            os.kill(self.pid, signum)
+            super().signal(signum)
 
     def startSpy(self, pyspy: str, output: str | None = None) -> None:
         """Sample every thread of the node with py-spy (100 Hz, idle included) until L{stopSpy}."""
@@ -235,16 +211,14 @@ class Node:
                 self.spy.wait(5)
         self.spy = None
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # type: ignore[override]
         """SIGTERM, then SIGKILL if it lingers (and its py-spy)."""
         self.stopSpy()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        if self.process is not None:
             try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+                super().stop()
+            except AssertionError:
+                pass  # it ignored SIGTERM and was killed: a bench goes on with its report
 
     def tail(self, lines: int = 15) -> str:
         """The end of its cluster.log, or of what it printed if the log is empty."""

@@ -1,5 +1,7 @@
 """
-A harness for end-to-end tests that run real cluster nodes as processes.
+The harness that runs real cluster nodes as processes: for the end-to-end
+tests, the cluster lab and the benchmarks (C{bench/processes.py} adds what
+the benchmarks measure of a process to L{Node}).
 
 Each node gets its own Wazuh home (``etc/ossec.conf``,
 ``etc/local_internal_options.conf``) under pytest's C{tmp_path}, is started
@@ -28,8 +30,11 @@ from typing import Callable, Iterable, Sequence, TypeVar
 
 T = TypeVar("T")
 
-#: The command that runs a node (the config file is added after it).
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "wazuhcluster"]
+#: twistd in this Python, without relying on a C{twistd} script on PATH.
+TWISTD_RUN = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+#: The command that runs a node in the foreground (the config file is added after it).
+TWISTD = [*TWISTD_RUN, "-n", "wazuhcluster"]
 
 #: The command that asks a node about its cluster (``--home HOME`` and the action follow).
 CONTROL = [sys.executable, "-m", "wazuhcluster.control"]
@@ -229,12 +234,21 @@ def wazuh_time(text: str) -> float:
     return time.mktime(time.strptime(text, "%Y/%m/%d %H:%M:%S"))
 
 
+def spawn(command: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    """Start a node's process in a session of its own, with nothing on its stdin."""
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True, **kwargs)
+
+
 class Node:
-    """One node: its home, its configuration, and its process once started."""
+    """
+    One node: its home, its configuration, and its process once started.
+    Without a L{Cluster} (benchmarks), the node owns its process alone:
+    L{stop} it.
+    """
 
     def __init__(
         self,
-        cluster: "Cluster",
+        cluster: "Cluster | None",
         home: Path,
         *,
         node_name: str,
@@ -247,6 +261,7 @@ class Node:
         options: dict[str, float | int] | None = None,
         netns: str | None = None,
         conf_text: str | None = None,
+        debug: bool = False,
     ) -> None:
         self.cluster = cluster
         self.home = home
@@ -259,6 +274,7 @@ class Node:
         self.bind_addr = bind_addr
         self.options = dict(FAST_OPTIONS if options is None else options)
         self.netns = netns
+        self.debug = debug
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.write_config(conf_text)
@@ -329,30 +345,50 @@ class Node:
 
     # The process.
 
+    def twistd_arguments(self) -> list[str]:
+        """What follows twistd on the command line: the node in the foreground."""
+        return ["-n", "wazuhcluster", "--config", str(self.conf), *(["--debug"] if self.debug else [])]
+
     def command(self) -> list[str]:
-        command = TWISTD + ["--config", str(self.conf)]
+        """The node's command line; subclasses may run twistd under a wrapper."""
+        command = TWISTD_RUN + self.twistd_arguments()
         if self.netns is not None:
             command = ["ip", "netns", "exec", self.netns] + command
         return command
 
+    def output_paths(self) -> tuple[Path, Path]:
+        """Where the process's stdout and stderr go (one file for both if equal)."""
+        return self.home / f"stdout.{self.starts}", self.home / f"stderr.{self.starts}"
+
     def start(self) -> "Node":
-        """Start the node's process (its output goes to HOME/stdout.N and HOME/stderr.N)."""
+        """Start the node's process (its output goes to L{output_paths}: HOME/stdout.N and HOME/stderr.N)."""
         assert not self.running(), f"{self} is already running"
         self.starts += 1
-        out = open(self.home / f"stdout.{self.starts}", "wb")
-        err = open(self.home / f"stderr.{self.starts}", "wb")
+        out_path, err_path = self.output_paths()
+        out = open(out_path, "wb")
+        err = out if err_path == out_path else open(err_path, "wb")
         try:
-            self.process = self.cluster.spawn(self.command(), cwd=self.home, stdout=out, stderr=err)
+            start = spawn if self.cluster is None else self.cluster.spawn
+            self.process = start(self.command(), cwd=self.home, stdout=out, stderr=err)
         finally:
             out.close()
             err.close()
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self} was never started"
+        return self.process.pid
+
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def stdout_text(self) -> str:
+        path = self.output_paths()[0]
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def stderr_text(self) -> str:
-        path = self.home / f"stderr.{self.starts}"
+        path = self.output_paths()[1]
         return path.read_text(errors="replace") if path.exists() else ""
 
     def assert_running(self) -> None:
@@ -435,9 +471,11 @@ class Node:
                 return False
             return True
 
-    def wait_ready(self, timeout: float = DEFAULT_TIMEOUT) -> "Node":
+    def wait_ready(self, timeout: float = DEFAULT_TIMEOUT, interval: float = 0.1) -> "Node":
         """Wait until the node's control socket accepts connections (it opens last)."""
-        wait_for(self.control_socket_answers, f"{self} to open its control socket", timeout, alive=[self])
+        wait_for(
+            self.control_socket_answers, f"{self} to open its control socket", timeout, interval, alive=[self]
+        )
         return self
 
     def wait_joined(self, since: int = 0, timeout: float = DEFAULT_TIMEOUT) -> "Node":
@@ -524,7 +562,7 @@ class Cluster:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def spawn(self, command: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True, **kwargs)
+        process = spawn(command, **kwargs)
         self.processes.append(process)
         return process
 

@@ -6,7 +6,11 @@ joined, registers sample agents on the master, writes their statuses on the
 workers as their managers would, prints `cluster_control -a` once the
 master shows them, then runs until Ctrl-C.
 
-    python scripts/local_cluster.py [--work work/local-cluster] [--workers 2] [--port 1516]
+    python scripts/local_cluster.py [--work work/local-cluster] [--workers 2] [--port 1516] [--api-port 55000]
+
+The commands it prints run as they are from the folder it was started in
+(C{--shown-from}): C{cluster_control} is named by its path in the virtual
+environment, which need not be active.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import urllib.request
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -25,6 +30,7 @@ import sys
 import time
 
 from wazuhcluster.agents.agentinfo import writeAgentInfo
+from wazuhcluster.agents.status import REGISTRATION_DATES
 from wazuhcluster.api.users import ApiUsers, usersPath
 from wazuhcluster.home import WazuhHome
 from wazuhcluster.nodehome import writeNodeHome
@@ -66,6 +72,22 @@ SAMPLE_AGENTS = [
     ("spare-01", "any", None, 0),
 ]
 
+#: How long before the demo the sample agents were registered: before any
+#: of their keep-alives, as a real registry's dates would be.
+REGISTERED_AGO = 30 * 86400
+
+
+def shownCommand(tool: str, shownFrom: str, *arguments: str) -> str:
+    """
+    A command line naming C{tool} of this virtual environment by a path that
+    works from C{shownFrom} without activating it (relative when inside).
+    """
+    path = os.path.join(os.path.dirname(sys.executable), tool)
+    relative = os.path.relpath(path, shownFrom)
+    if not relative.startswith(os.pardir):
+        path = relative if os.sep in relative else os.path.join(os.curdir, relative)
+    return shlex.join([path, *arguments])
+
 
 def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
@@ -75,14 +97,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default=os.path.join(ROOT, "work", "local-cluster"))
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--port", type=int, default=1516)
+    parser.add_argument("--port", type=int, default=1516, help="the cluster port, if free (else any free one)")
+    parser.add_argument("--api-port", type=int, default=55000, help="the master's API port, if free (else any free one)")
+    parser.add_argument("--shown-from", default=os.getcwd(), help="the folder the printed commands run from")
     parser.add_argument("--exit-after-join", action="store_true", help="stop once the cluster is up (for tests)")
     args = parser.parse_args()
 
     shutil.rmtree(args.work, ignore_errors=True)
     key = secrets.token_hex(16)
     port = freePort(args.port)
-    apiPort = freePort(55000)
+    apiPort = freePort(args.api_port)
     apiPassword = secrets.token_urlsafe(12)
     nodes = [("master", "master-node", "master")] + [
         (f"worker{n}", f"worker-node{n}", "worker") for n in range(1, args.workers + 1)
@@ -119,7 +143,7 @@ def main() -> None:
         else:
             raise SystemExit("the workers did not join in 30 s: see the cluster.log files under " + args.work)
         print(f"Local cluster up on 127.0.0.1:{port} (homes under {args.work}).\n")
-        print(f"$ cluster_control --home {master} -l")
+        print(f"$ {shownCommand('cluster_control', args.shown_from, '--home', master, '-l')}")
         print(listing.stdout)
         samples = sorted(
             os.path.relpath(os.path.join(folder, name), os.path.join(ROOT, "sample"))
@@ -137,7 +161,7 @@ def main() -> None:
             f"The master's sample rules ({len(samples)} files under etc/) "
             + ("have reached every worker." if synced else "have NOT reached every worker in 30 s: see the logs.")
         )
-        showAgents(master, workers)
+        showAgents(master, workers, args.shown_from)
         url = f"http://127.0.0.1:{apiPort}/cluster/healthcheck"
         print(f"The master's REST API ({apiAnswers(url, 'wazuh', apiPassword)}):")
         print(f'$ curl -u wazuh:{apiPassword} "{url}?pretty"\n')
@@ -163,13 +187,14 @@ def main() -> None:
                 process.kill()
 
 
-def showAgents(master: str, workers: list[str]) -> None:
+def showAgents(master: str, workers: list[str], shownFrom: str) -> None:
     """Register the sample agents, write their statuses on the workers, show -a."""
     for name, ip, _, _ in SAMPLE_AGENTS:
         added = manageAgents(master, "-a", ip, "-n", name)
         if added.returncode != 0:
             print(f"Could not register {name}: {added.stderr.strip()}")
             return
+    backdateRegistrations(master, time.time() - REGISTERED_AGO)
     # Statuses are taken by the master only for agents it registers: write
     # them once the workers have the new client.keys (a worker removes the
     # files of agents it does not know).
@@ -192,8 +217,23 @@ def showAgents(master: str, workers: list[str]) -> None:
             break
         time.sleep(0.5)
     print("\nSample agents registered on the master; their statuses written on the workers.")
-    print(f"$ cluster_control --home {master} -a")
+    print(f"$ {shownCommand('cluster_control', shownFrom, '--home', master, '-a')}")
     print(listing.stdout if listing is not None else "")
+
+
+def backdateRegistrations(master: str, when: float) -> None:
+    """
+    Date the registrations of C{queue/agents-timestamp} (C{ID NAME IP DATE
+    TIME}) at C{when}, one minute apart, as if the agents had been enrolled
+    long before the demo.
+    """
+    path = os.path.join(master, REGISTRATION_DATES)
+    with open(path) as f:
+        lines = [line.split() for line in f if line.strip()]
+    with open(path, "w") as f:
+        for index, parts in enumerate(lines):
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when + 60 * index))
+            f.write(" ".join(parts[:3] + [stamp]) + "\n")
 
 
 def apiAnswers(url: str, user: str, password: str) -> str:

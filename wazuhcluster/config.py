@@ -14,9 +14,13 @@ column of the real file.
 from __future__ import annotations
 
 import bisect
+import errno
 import ipaddress
 import re
+import socket
 import xml.parsers.expat as expat
+
+from typing import Callable
 
 from attrs import define, field, frozen
 
@@ -24,6 +28,7 @@ __all__ = [
     "ClusterConfig",
     "ConfigError",
     "load_cluster_config",
+    "local_address_problem",
     "parse_cluster_config",
 ]
 
@@ -72,7 +77,15 @@ class ConfigError(Exception):
 
 
 class NoClusterSection(ConfigError):
-    """The file holds no C{<cluster>} section: a standalone manager, for tools that care."""
+    """
+    The file holds no C{<cluster>} section: a standalone manager, for tools
+    that care.  C{misplaced} says whether a C{<cluster>} was written outside
+    every C{<ossec_config>} block (a mistake rather than a choice).
+    """
+
+    def __init__(self, message: str, misplaced: bool = False) -> None:
+        super().__init__(message)
+        self.misplaced = misplaced
 
 
 def _tuple_of_str(value: object) -> tuple[str, ...]:
@@ -147,20 +160,41 @@ def read_config_text(
         raise error(f"{path}:{line}: the {what} is not UTF-8 text; save it as UTF-8") from None
 
 
-def load_cluster_config(path: str) -> tuple[ClusterConfig, list[str]]:
+def local_address_problem(address: str) -> str | None:
+    """
+    Why this machine cannot listen on C{address} (an IP address), or L{None}
+    when it can: the address belongs to no interface of this host.
+    """
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address, 0))
+        except OSError as e:
+            if e.errno in (errno.EADDRNOTAVAIL, errno.EINVAL):
+                return e.strerror or str(e)
+    return None
+
+
+def load_cluster_config(
+    path: str, localProblem: Callable[[str], str | None] | None = None
+) -> tuple[ClusterConfig, list[str]]:
     """
     Read the ``ossec.conf`` at C{path} and return its cluster configuration.
 
     The second item is a list of warning sentences (old or unknown options)
     for the caller to log.  Every problem, including an unreadable file,
-    raises L{ConfigError}.
+    raises L{ConfigError}.  With C{localProblem} (such as
+    L{local_address_problem}), a master's C{<bind_addr>} must also be an
+    address of this machine.
     """
     text = read_config_text(path, "configuration file", ConfigError)
     assert text is not None
-    return parse_cluster_config(text, path)
+    return parse_cluster_config(text, path, localProblem)
 
 
-def parse_cluster_config(text: str, source: str) -> tuple[ClusterConfig, list[str]]:
+def parse_cluster_config(
+    text: str, source: str, localProblem: Callable[[str], str | None] | None = None
+) -> tuple[ClusterConfig, list[str]]:
     """
     Parse the text of an ``ossec.conf`` and return its cluster configuration.
 
@@ -171,7 +205,7 @@ def parse_cluster_config(text: str, source: str) -> tuple[ClusterConfig, list[st
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     root = _parse_xml(text, source)
-    return _read_cluster(root, source)
+    return _read_cluster(root, source, localProblem)
 
 
 # ---------------------------------------------------------------------------
@@ -394,7 +428,9 @@ class _Options:
         return ConfigError(f"{self.where(tag)}: {message}")
 
 
-def _read_cluster(root: _Element, source: str) -> tuple[ClusterConfig, list[str]]:
+def _read_cluster(
+    root: _Element, source: str, localProblem: Callable[[str], str | None] | None = None
+) -> tuple[ClusterConfig, list[str]]:
     """Merge every ``<cluster>`` section of the file and check the result."""
     sections = [
         child
@@ -417,7 +453,8 @@ def _read_cluster(root: _Element, source: str) -> tuple[ClusterConfig, list[str]
         )
         raise NoClusterSection(
             f"{source}: no <cluster> section found inside an <ossec_config> "
-            f"block{hint}; add one to run this node in a cluster"
+            f"block{hint}; add one to run this node in a cluster",
+            misplaced=bool(stray),
         )
     elements: dict[str, _Element] = {}
     for section in sections:
@@ -439,7 +476,7 @@ def _read_cluster(root: _Element, source: str) -> tuple[ClusterConfig, list[str]
     disabled = _yes_no(options, "disabled", default=False)
     if disabled:
         return _disabled_config(options), warnings
-    return _enabled_config(options, warnings), warnings
+    return _enabled_config(options, warnings, localProblem), warnings
 
 
 def _yes_no(options: _Options, tag: str, default: bool) -> bool:
@@ -484,7 +521,9 @@ def _disabled_config(options: _Options) -> ClusterConfig:
     )
 
 
-def _enabled_config(options: _Options, warnings: list[str]) -> ClusterConfig:
+def _enabled_config(
+    options: _Options, warnings: list[str], localProblem: Callable[[str], str | None] | None = None
+) -> ClusterConfig:
     """Check every option of an enabled cluster and build its configuration."""
     name = _name(options)
     node_name = _node_name(options)
@@ -492,6 +531,8 @@ def _enabled_config(options: _Options, warnings: list[str]) -> ClusterConfig:
     node_type = _node_type(options, warnings)
     port = _port(options)
     bind_addr = _bind_addr(options)
+    if node_type == "master" and localProblem is not None:
+        _bind_addr_is_local(options, bind_addr, localProblem)
     hidden = _yes_no(options, "hidden", default=False)
     nodes = _nodes(options, warnings)
     ca_cert, node_cert, node_key = _tls(options)
@@ -632,6 +673,17 @@ def _bind_addr(options: _Options) -> str:
             f"local IP address to listen on, or 0.0.0.0 for all of them",
         ) from None
     return value
+
+
+def _bind_addr_is_local(options: _Options, address: str, localProblem: Callable[[str], str | None]) -> None:
+    """A master listens on C{<bind_addr>}: refuse an address of another host."""
+    problem = localProblem(address)
+    if problem is not None:
+        raise options.error(
+            "bind_addr",
+            f"<bind_addr> is {_show(address)}, which is not an address of this machine "
+            f"({problem}); put one of its IP addresses, or 0.0.0.0 for all of them",
+        )
 
 
 def _node_elements(options: _Options) -> list[_Element]:

@@ -59,6 +59,32 @@ def formatWazuhEvent(event: LogEvent) -> str | None:
     return prefix + text.replace("\n", "\n    ") + "\n"
 
 
+def criticalLine(message: str) -> str:
+    """A CRITICAL line of C{cluster.log} with C{message}, logged by the node itself."""
+    return formatWazuhEvent(
+        {"log_format": "{message}", "message": message, "log_level": LogLevel.critical, "log_time": time.time()}
+    ) or ""
+
+
+@implementer(ILogObserver)
+class _Console:
+    """
+    The terminal of a node in the foreground: CRITICAL lines (the node
+    cannot go on) on standard error, every other line on standard output.
+    """
+
+    def __init__(self, stdout: IO[str], stderr: IO[str]) -> None:
+        self._stdout = FileLogObserver(stdout, formatWazuhEvent)
+        self._stderr = FileLogObserver(stderr, formatWazuhEvent)
+
+    def __call__(self, event: LogEvent) -> None:
+        level = event.get("log_level")
+        if level is not None and level >= LogLevel.critical:
+            self._stderr(event)
+        else:
+            self._stdout(event)
+
+
 @implementer(ILogObserver)
 class _Fanout:
     def __init__(self, observers: list[ILogObserver]) -> None:
@@ -169,16 +195,19 @@ class LogThrottle:
 
 
 def clusterLogObserver(
-    logFile: IO[str], debug: bool, stdout: IO[str] | None = None
+    logFile: IO[str], debug: bool, stdout: IO[str] | None = None, stderr: IO[str] | None = None
 ) -> ILogObserver:
     """
     The observer of a node: C{cluster.log}, and C{stdout} too when running in
-    the foreground, at info level or at debug level with C{debug}.
+    the foreground (CRITICAL lines on C{stderr} instead, given one), at info
+    level or at debug level with C{debug}.
     """
     level = LogLevel.debug if debug else LogLevel.info
     observers: list[ILogObserver] = [FileLogObserver(logFile, formatWazuhEvent)]
     if stdout is not None:
-        observers.append(FileLogObserver(stdout, formatWazuhEvent))
+        observers.append(
+            FileLogObserver(stdout, formatWazuhEvent) if stderr is None else _Console(stdout, stderr)
+        )
     predicates = [LogLevelFilterPredicate(defaultLogLevel=level)]
     if not debug:
         predicates.insert(0, quietLibraries)
@@ -189,3 +218,8 @@ def stdoutIfForeground(nodaemon: bool) -> IO[str] | None:
     """Standard output when twistd runs in the foreground (C{-n})."""
     # The real one: twistd later points sys.stdout at the log itself.
     return sys.__stdout__ if nodaemon else None
+
+
+def stderrIfForeground(nodaemon: bool) -> IO[str] | None:
+    """Standard error when twistd runs in the foreground (C{-n})."""
+    return sys.__stderr__ if nodaemon else None

@@ -9,7 +9,9 @@ wires the parts into a service tree; tests pass their own reactor or clock.
 
 from __future__ import annotations
 
-from typing import Any
+import errno
+import socket
+from typing import Any, Callable
 
 from attrs import frozen
 from twisted.application.internet import StreamServerEndpointService
@@ -28,7 +30,7 @@ from .api.guard import raiseFileLimit
 from .api.server import apiService
 from .api.settings import ApiSettings, loadApiSettings
 from .agents.registry import AgentRegistry
-from .config import ClusterConfig, ConfigError, load_cluster_config
+from .config import ClusterConfig, ConfigError, load_cluster_config, local_address_problem
 from .control.server import controlSocketService
 from .master.fleet import Fleet, FleetView
 from .home import WazuhHome
@@ -62,18 +64,41 @@ def loadNode(configPath: str, home: str | None = None) -> NodeSetup:
     Read the configuration of a node; raise L{ConfigError} naming the problem.
     """
     wazuhHome = WazuhHome.forConfig(configPath, home)
-    config, warnings = load_cluster_config(configPath)
+    config, warnings = load_cluster_config(configPath, local_address_problem)
     options = load_internal_options(wazuhHome.internalOptions)
     api = loadApiSettings(wazuhHome, config.is_master)
     return NodeSetup(configPath, wazuhHome, config, options, tuple(warnings), api)
 
 
-class NodeStartError(Exception):
+def _listenProblem(host: str, port: int) -> str | None:
+    """Why C{host}:C{port} cannot be listened on right now, or L{None}."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # As Twisted listens: connections in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+                return f"cannot listen on {host}:{port}: {e.strerror}"
+    return None
+
+
+def portProblem(setup: NodeSetup) -> str | None:
     """
-    The node could not start (a port or socket it needs is taken).  twistd
-    reports an exception to the terminal it was started from when it has
-    daemonized, where a bare exit would leave its parent process waiting.
+    Why the node could not listen where it must (a master's cluster port,
+    the API's port), checked before anything starts: in daemon mode this
+    is the last moment the terminal that started the node can be told in
+    plain words.  A port taken in between is still reported at start.
     """
+    config, api = setup.config, setup.api
+    if config.is_master:
+        problem = _listenProblem(config.bind_addr, config.port)
+        if problem:
+            return problem
+    if api.enabled:
+        return _listenProblem(api.host, api.port)
+    return None
 
 
 class NodeService(MultiService):
@@ -87,10 +112,15 @@ class NodeService(MultiService):
         self.foreground = foreground
         kind = "Master" if setup.config.is_master else f"Worker {setup.config.node_name}"
         self.logTag = f"[{kind}] [Main]"
+        #: Told why the node cannot start, when something waits for that
+        #: (the terminal of a daemonizing twistd; see L{wazuhcluster.tap}).
+        self.reportStartFailure: Callable[[str], None] | None = None
+        #: Why the node stops, once it is asked to ("SIGTERM").
+        self.stopReason: str | None = None
 
     def privilegedStartService(self) -> None:
         # Runs after twistd has started logging (and daemonized): the reason
-        # goes to cluster.log, and to stdout in the foreground.
+        # goes to cluster.log, and to standard error in the foreground.
         try:
             super().privilegedStartService()
         except CannotListenError as e:
@@ -99,10 +129,10 @@ class NodeService(MultiService):
                 message = f"cannot open the control socket {e.port}: {reason} (is another node running with this home?)"
             else:
                 message = f"cannot listen on {e.interface or '0.0.0.0'}:{e.port}: {reason}"
-            self.log.critical("{message}", message=message)
-            if self.foreground:
-                raise SystemExit(1) from None
-            raise NodeStartError(message) from None
+            self.log.critical("{problem}", problem=message)
+            if self.reportStartFailure is not None:
+                self.reportStartFailure(message)
+            raise SystemExit(1) from None
 
     def startService(self) -> None:
         for warning in self.setup.warnings:
@@ -120,8 +150,17 @@ class NodeService(MultiService):
 
     def stopService(self) -> Any:
         config = self.setup.config
-        self.log.info("Stopping {type} node {name}.", type=config.node_type, name=config.node_name)
-        return super().stopService()
+        why = f" ({self.stopReason})" if self.stopReason else ""
+        self.log.info("Stopping {type} node {name}{why}.", type=config.node_type, name=config.node_name, why=why)
+        stopping = super().stopService()
+
+        def stopped(result: object) -> object:
+            self.log.info("{type} node {name} stopped.", type=config.node_type.capitalize(), name=config.node_name)
+            return result
+
+        if stopping is None:
+            return stopped(None)
+        return stopping.addBoth(stopped)
 
 
 def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) -> NodeService:
@@ -219,4 +258,4 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
     return node
 
 
-__all__ = ["ConfigError", "NodeSetup", "NodeService", "loadNode", "makeNodeService"]
+__all__ = ["ConfigError", "NodeSetup", "NodeService", "loadNode", "makeNodeService", "portProblem"]

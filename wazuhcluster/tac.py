@@ -10,8 +10,8 @@ import sys
 
 from twisted.application.service import Application
 
-from .config import ConfigError, load_cluster_config
-from .tap import nodeService
+from .config import ConfigError, NoClusterSection, load_cluster_config
+from .tap import notConfigured, nodeService
 
 
 def nodeApplication(configPath: str, home: str, expectedType: str) -> Application:
@@ -22,6 +22,8 @@ def nodeApplication(configPath: str, home: str, expectedType: str) -> Applicatio
     """
     try:
         config, _ = load_cluster_config(configPath)
+    except NoClusterSection as e:
+        notConfigured(e, configPath)
     except ConfigError as e:
         print(f"wazuh-clusterd: CRITICAL: {e}", file=sys.stderr)
         raise SystemExit(1)

@@ -221,10 +221,21 @@ def checkPeerIdentity(certificate: x509.Certificate, address: str) -> None:
             verify_certificate_hostname(certificate, address)
         else:
             verify_certificate_ip_address(certificate, str(ip))
-    except (VerificationError, CertificateError) as e:
+    except (VerificationError, CertificateError):
         raise PeerIdentityError(
-            f"the master's certificate does not name {address} in its subjectAltName ({e})"
+            f"the master's certificate does not name {address} in its subjectAltName ({_namedIn(certificate)})"
         ) from None
+
+
+def _namedIn(certificate: x509.Certificate) -> str:
+    """What a certificate's subjectAltName names, in words."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return "it has no subjectAltName"
+    names = [str(name) for name in san.get_values_for_type(x509.DNSName)]
+    names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    return f"it names {', '.join(names)}" if names else "it names no DNS name or IP address"
 
 
 def fingerprint(certificate: x509.Certificate | None) -> bytes:

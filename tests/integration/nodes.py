@@ -5,6 +5,7 @@ cluster lab builds on it too; this module keeps the tests' imports short.
 
 from lab.nodes import (
     TWISTD,
+    TWISTD_RUN,
     CONTROL,
     FAST_OPTIONS,
     MAX_UNIX_PATH,
@@ -33,6 +34,7 @@ from lab.nodes import (
 
 __all__ = [
     "TWISTD",
+    "TWISTD_RUN",
     "CONTROL",
     "FAST_OPTIONS",
     "MAX_UNIX_PATH",

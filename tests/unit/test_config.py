@@ -21,6 +21,7 @@ from wazuhcluster.config import (
     ClusterConfig,
     ConfigError,
     load_cluster_config,
+    local_address_problem,
     parse_cluster_config,
 )
 
@@ -819,6 +820,26 @@ class NetworkTests(ConfigFileTestCase):
                 f"<bind_addr> is {address!r}, which is not an IP address",
                 line=line_of(text, "<bind_addr>"),
             )
+
+    def test_bind_addr_of_this_machine(self) -> None:
+        """
+        Asked to (as a starting node does), a master's <bind_addr> must be an
+        address of this machine; a worker does not listen on it.
+        """
+        for address in ("127.0.0.1", "0.0.0.0"):
+            config, _ = load_cluster_config(self.write(cluster_conf(bind_addr=address)), local_address_problem)
+            self.assertEqual(config.bind_addr, address)
+        text = cluster_conf(bind_addr="192.0.2.1")
+        path = self.write(text)
+        error = self.assertRaises(ConfigError, load_cluster_config, path, local_address_problem)
+        self.assertEqual(
+            str(error),
+            f"{path}:{line_of(text, '<bind_addr>')}: <bind_addr> is '192.0.2.1', which is not an address of this"
+            " machine (Cannot assign requested address); put one of its IP addresses, or 0.0.0.0 for all of them",
+        )
+        config, _ = load_cluster_config(self.write(cluster_conf(bind_addr="192.0.2.1", node_type="worker")),
+                                        local_address_problem)
+        self.assertEqual(config.bind_addr, "192.0.2.1")
 
     def test_hidden(self) -> None:
         """C{<hidden>yes</hidden>} hides the node."""

@@ -15,7 +15,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.memorynet import MasterHarness, MemoryNetwork, settings
-from wazuhcluster.control.cli import findActions, main, parser
+from wazuhcluster.control.cli import findActions, main, parser, runAction
 from wazuhcluster.control.client import ControlClient
 from wazuhcluster.control.health import HealthAction
 from wazuhcluster.agents.agentinfo import writeAgentInfo
@@ -47,8 +47,8 @@ class ControlHarness(SynchronousTestCase):
         server = ControlProtocol(FleetView(self.master.fleet))
         client = amp.AMP()
         pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client), greet=False)
-        out = io.StringIO()
-        status = Deferred.fromCoroutine(action.run(ControlClient(client), arguments, out))
+        out, self.err = io.StringIO(), io.StringIO()
+        status = Deferred.fromCoroutine(runAction(action, ControlClient(client), arguments, out, self.err))
         pump.flush()
         return self.successResultOf(status), out.getvalue()
 
@@ -72,7 +72,35 @@ class ControlTests(ControlHarness):
         self.assertEqual(status, 1)
         self.assertIn("node03", out)
         self.assertNotIn("node02", out)
-        self.assertIn("Error: node 'node09' is not connected to the cluster.", out)
+        self.assertNotIn("node09", out)
+        self.assertEqual(self.err.getvalue(), "Error: node 'node09' is not connected to the cluster.\n")
+
+    def test_onlyMissingNodesPrintOnlyTheError(self) -> None:
+        """
+        When no node asked for with -fn is connected, -l and -i print no
+        empty table or header: only the error, on standard error.
+        """
+        self.joinWorkers("node02")
+        for action, argv in ((ListNodesAction(), ["-l"]), (HealthAction(), ["-i"]), (HealthAction(), ["-i", "more"])):
+            status, out = self.run_(action, *argv, "-fn", "nosuch", "ghost")
+            self.assertEqual((status, out), (1, ""))
+            self.assertEqual(
+                self.err.getvalue(),
+                "Error: node 'nosuch' is not connected to the cluster.\n"
+                "Error: node 'ghost' is not connected to the cluster.\n",
+            )
+
+    def test_healthCountsWhatItLists(self) -> None:
+        """-i more -fn X says "Connected nodes (1)" for the one node it lists."""
+        self.joinWorkers("node02", "node03")
+        for argv in (["-i"], ["-i", "more"]):
+            status, out = self.run_(HealthAction(), *argv, "-fn", "node03")
+            self.assertEqual(status, 0)
+            self.assertIn("Connected nodes (1):", out)
+            self.assertIn("node03 (", out)
+            self.assertNotIn("node02", out)
+            status, out = self.run_(HealthAction(), *argv)
+            self.assertIn("Connected nodes (3):", out)
 
     def test_manyNodesTravelInPages(self) -> None:
         names = [f"node{n:03d}" for n in range(PAGE_SIZE + 30)]
@@ -151,8 +179,8 @@ class AgentListTests(ControlHarness):
         self.assertEqual([line.split()[0] for line in out.splitlines()[3:5]], ["002", "003"])
         self.assertEqual(out.splitlines()[-1], "Found 2 agent(s) with status 'Never connected', 'Disconnected'.")
         status, out = self.run_(ListAgentsAction(), "-a", "-fs", "sleeping")
-        self.assertEqual(status, 1)
-        self.assertIn("unknown agent status 'sleeping'", out)
+        self.assertEqual((status, out), (1, ""))
+        self.assertTrue(self.err.getvalue().startswith("Error: unknown agent status 'sleeping'"), self.err.getvalue())
 
     def test_filterByNode(self) -> None:
         status, out = self.run_(ListAgentsAction(), "-a", "-fn", "unknown")

@@ -12,7 +12,7 @@ from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from wazuhcluster.logs import clusterLogObserver, formatWazuhEvent
+from wazuhcluster.logs import clusterLogObserver, criticalLine, formatWazuhEvent
 
 LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d wazuh-clusterd: (DEBUG|INFO|WARNING|ERROR|CRITICAL): ")
 
@@ -90,6 +90,27 @@ class ObserverTests(SynchronousTestCase):
         self.assertEqual(out.getvalue(), stdout.getvalue())
         self.assertIn("hello", out.getvalue())
 
+    def test_criticalOnStderrInTheForeground(self) -> None:
+        """
+        In the foreground, a CRITICAL line (the node cannot go on) goes to
+        standard error, every other line to standard output; the file has all.
+        """
+        out, stdout, stderr = io.StringIO(), io.StringIO(), io.StringIO()
+        publisher = LogPublisher(clusterLogObserver(out, False, stdout, stderr))
+        log = Logger(namespace="wazuhcluster.x", observer=publisher)
+        log.info("started")
+        log.error("a link broke")
+        log.critical("cannot listen")
+        self.assertEqual(len(out.getvalue().splitlines()), 3)
+        self.assertEqual([line.split(": ", 2)[-1] for line in stdout.getvalue().splitlines()], ["started", "a link broke"])
+        self.assertEqual(stderr.getvalue().splitlines(), [out.getvalue().splitlines()[2]])
+        self.assertRegex(stderr.getvalue(), LINE)
+
+    def test_criticalLine(self) -> None:
+        """What the node writes itself when it stops before logging began."""
+        line = criticalLine("cannot listen on 127.0.0.1:1516: Address already in use")
+        self.assertRegex(line, LINE)
+        self.assertTrue(line.endswith("CRITICAL: cannot listen on 127.0.0.1:1516: Address already in use\n"), line)
 
 class ThrottleTests(SynchronousTestCase):
     """What a peer can repeat is logged at most once a minute per address and kind."""

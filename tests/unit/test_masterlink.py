@@ -5,7 +5,9 @@ master's keep-alive watch, over in-memory TLS on a Clock.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+from twisted.internet.address import HostnameAddress
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionRefusedError, DNSLookupError
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
@@ -52,6 +54,10 @@ class MasterLinkTests(SynchronousTestCase):
         worker = self.master.fleet.workers["node02"]
         self.assertEqual(worker.lastKeepAlive, self.clock.seconds())
         self.assertEqual(self.link.failedKeepAlives, 0)
+        # With --debug, the worker shows its keep-alives being answered.
+        answered = [line for line in self.logs.lines() if "Keep-alive answered by the master in" in line]
+        self.assertEqual(len(answered), 20, answered)
+        self.assertFalse(self.logs.has("Keep-alive answered", LogLevel.info))
 
     def test_eachJoinStartsTheSyncs(self) -> None:
         """The onJoined hooks run once per join: at the first, and after a reconnection."""
@@ -229,17 +235,15 @@ class FleetWatchTests(SynchronousTestCase):
 
 
 class _RefusingEndpoint:
-    """A client endpoint whose every attempt is refused, as by a closed port."""
+    """A client endpoint whose every attempt fails, by default as a closed port refuses it."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: Exception | None = None) -> None:
         self.attempts = 0
+        self.error = error or ConnectionRefusedError("Connection refused")
 
     def connect(self, factory):
-        from twisted.internet.defer import fail
-        from twisted.internet.error import ConnectionRefusedError
-
         self.attempts += 1
-        return fail(ConnectionRefusedError("Connection refused"))
+        return fail(self.error)
 
 
 class UnreachableMasterTests(SynchronousTestCase):
@@ -261,5 +265,29 @@ class UnreachableMasterTests(SynchronousTestCase):
         errors = [line for line in logs.lines(LogLevel.error) if "Could not connect to master" in line]
         self.assertEqual(len(errors), 1, errors)
         self.assertIn(f"{workerSettings.masterAddress}:", errors[0])
-        self.assertIn("Connection refused", errors[0])
+        self.assertIn("connection refused. Retrying.", errors[0])
         self.assertGreater(len([line for line in logs.lines() if "Could not connect to master" in line]), 3)
+
+    def test_reasonsAreWordsWithoutReprs(self) -> None:
+        """
+        Each reason a connection attempt fails for reads as words: no
+        C{HostnameAddress(hostname=b'...')}, no doubled period before
+        "Retrying".
+        """
+        cases = [
+            (ConnectionRefusedError("Connection refused"), "connection refused"),
+            (DNSLookupError("no results for hostname lookup: master.example."), "the name does not resolve (DNS lookup failed)"),
+            (ConnectingCancelledError(HostnameAddress(b"master.example", 1516)), "no answer to the connection attempt"),
+            (ConnectError("Connection refused."), "An error occurred while connecting: Connection refused"),
+        ]
+        for error, reason in cases:
+            clock = Clock()
+            logs = LogCapture(self)
+            link = MasterLink(settings("node02"), _RefusingEndpoint(error), clock, jitter=lambda: 0.0)
+            link.startService()
+            clock.advance(1)
+            link.stopService()
+            (line,) = [line for line in logs.lines(LogLevel.error) if "Could not connect to master" in line]
+            self.assertIn(f": {reason}. Retrying.", line)
+            for repr_ in ("b'", "Address(", "Error(", ".."):
+                self.assertNotIn(repr_, line)

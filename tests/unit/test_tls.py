@@ -123,7 +123,22 @@ class PeerIdentityTests(SynchronousTestCase):
         cert = self.ca.issue("10.0.0.1").certificate
         with self.assertRaises(PeerIdentityError) as e:
             checkPeerIdentity(cert, "10.0.0.1")
-        self.assertIn("does not name 10.0.0.1", str(e.exception))
+        self.assertEqual(
+            str(e.exception),
+            "the master's certificate does not name 10.0.0.1 in its subjectAltName (it has no subjectAltName)",
+        )
+
+    def test_mismatchSaysWhatTheCertificateNames(self) -> None:
+        """The error names what the certificate does name, in words, not service-identity's exception repr."""
+        cert = self.ca.issue("m", dnsNames=("master.example",), ips=("10.0.0.1",)).certificate
+        for address in ("10.0.0.2", "other.example"):
+            with self.assertRaises(PeerIdentityError) as e:
+                checkPeerIdentity(cert, address)
+            self.assertEqual(
+                str(e.exception),
+                f"the master's certificate does not name {address} in its subjectAltName"
+                " (it names master.example, 10.0.0.1)",
+            )
 
 
 class MutualTLSTests(SynchronousTestCase):

@@ -26,4 +26,8 @@ class IControlAction(Interface):
         """Whether the command line asks for this action."""
 
     async def run(client: object, arguments: argparse.Namespace, out: IO[str]) -> int:
-        """Do the action with a connected ControlClient; return the exit status."""
+        """
+        Do the action with a connected ControlClient; return the exit status.
+        Raise L{wazuhcluster.control.formatting.ControlError} for what goes
+        to standard error, after what the action printed, if anything.
+        """

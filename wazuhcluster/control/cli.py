@@ -26,6 +26,7 @@ from ..protocol.agentcommands import RegistryRefused
 from ..protocol.nodeinfo import NotConnectedToMaster
 from .action import IControlAction
 from .client import ControlClient
+from .formatting import ControlError
 
 
 def findActions() -> list[IControlAction]:
@@ -63,15 +64,23 @@ async def _run(reactor: object, action: IControlAction, arguments: argparse.Name
         )
         return 1
     try:
+        return await runAction(action, client, arguments, out, err)
+    finally:
+        client.close()
+
+
+async def runAction(action: IControlAction, client: ControlClient, arguments: argparse.Namespace,
+                    out: IO[str], err: IO[str]) -> int:
+    """Run C{action}; its errors go to C{err}, one line each; the exit status."""
+    try:
         return await action.run(client, arguments, out)
     except NotConnectedToMaster:
         err.write("Error: this worker is not connected to the master; try again later.\n")
-        return 1
     except RegistryRefused as e:
         err.write(f"Error: {e}.\n")
-        return 1
-    finally:
-        client.close()
+    except ControlError as e:
+        err.writelines(f"Error: {line}\n" for line in e.lines)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> None:

@@ -28,9 +28,20 @@ def date(seconds: float) -> str:
     return time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(seconds))
 
 
-def missingNodes(requested: Sequence[str] | None, found: Sequence[str], out: IO[str]) -> int:
-    """Name the filtered nodes that do not exist; the exit status to return."""
+class ControlError(Exception):
+    """
+    What C{cluster_control} says on standard error, one line per item of
+    C{lines} (each without "Error: "), before exiting with status 1.
+    """
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__(*lines)
+        self.lines = lines
+
+
+def missingNodes(requested: Sequence[str] | None, found: Sequence[str]) -> ControlError | None:
+    """The error naming the filtered nodes that are not connected, if any."""
     missing = [name for name in requested or () if name not in found]
-    for name in missing:
-        out.write(f"Error: node '{name}' is not connected to the cluster.\n")
-    return 1 if missing else 0
+    if not missing:
+        return None
+    return ControlError(*(f"node '{name}' is not connected to the cluster." for name in missing))

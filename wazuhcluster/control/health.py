@@ -36,8 +36,11 @@ class HealthAction:
         clusterName, nodes = await client.health()
         wanted = arguments.filter_node
         shown = [n for n in nodes if not wanted or n.name in wanted]
+        missing = missingNodes(wanted, [n.name for n in nodes])
+        if missing is not None and not shown:
+            raise missing
         out.write(f"Cluster name: {clusterName}\n\n")
-        out.write(f"Connected nodes ({len(nodes)}):\n")
+        out.write(f"Connected nodes ({len(shown)}):\n")
         for node in shown:
             if arguments.health == "more":
                 out.write(f"\n    {node.name} ({node.address})\n")
@@ -73,4 +76,6 @@ class HealthAction:
                         f" agents-info synced {date(node.agentinfo_end)}"
                     )
                 out.write(f"    {node.name} ({node.address}): {detail}\n")
-        return missingNodes(wanted, [n.name for n in nodes], out)
+        if missing is not None:
+            raise missing
+        return 0

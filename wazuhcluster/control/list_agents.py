@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from ..agents.status import AgentState
 from .action import IControlAction
-from .formatting import table
+from .formatting import ControlError, table
 
 
 def parseStatuses(words: Sequence[str]) -> list[AgentState]:
@@ -55,8 +55,7 @@ class ListAgentsAction:
         try:
             states = parseStatuses(arguments.filter_status or ())
         except ValueError as e:
-            out.write(f"Error: {e}.\n")
-            return 1
+            raise ControlError(f"{e}.") from None
         agents = await client.agents(
             statuses=[s.value for s in states], nodes=list(arguments.filter_node or ())
         )

@@ -30,9 +30,14 @@ class ListNodesAction:
         nodes = await client.nodes()
         wanted = arguments.filter_node
         shown = [n for n in nodes if not wanted or n.name in wanted]
+        missing = missingNodes(wanted, [n.name for n in nodes])
+        if missing is not None and not shown:
+            raise missing
         table(
             ("Name", "Address", "Type", "Version"),
             [(n.name, n.address, n.type, n.version) for n in shown],
             out,
         )
-        return missingNodes(wanted, [n.name for n in nodes], out)
+        if missing is not None:
+            raise missing
+        return 0

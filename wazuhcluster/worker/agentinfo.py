@@ -117,6 +117,7 @@ class WorkerAgentInfo(Service):
             started = self.clock.seconds()
             changed = await self.runInThread(self._changed)
             if not changed:
+                self.log.debug("No agent status changed since the last cycle; nothing sent.")
                 return 0
             writer = BundleWriter([(name, path) for name, path, _ in changed], [])
             pieces = writer.chunks()

@@ -18,6 +18,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError  # what addTimeout raises
+from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError, DNSLookupError
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IProtocol,
@@ -38,6 +39,22 @@ from ..protocol.stream import SinkFactory
 from .connection import HandshakeFailed, MasterConnection, MasterConnectionFactory
 from ..protocol.workercommands import KeepAlive
 from ..stats import NodeStats
+
+
+def connectFailureReason(failure: Failure) -> str:
+    """
+    Why a connection to the master could not be opened, in words: no
+    Python reprs (Twisted names a cancelled attempt by its
+    C{HostnameAddress(hostname=b'...')}) and no closing period, since the
+    log line goes on.
+    """
+    if failure.check(ConnectionRefusedError):
+        return "connection refused"
+    if failure.check(DNSLookupError):
+        return "the name does not resolve (DNS lookup failed)"
+    if failure.check(ConnectingCancelledError):
+        return "no answer to the connection attempt"
+    return failure.getErrorMessage().strip().rstrip(".")
 
 
 def retryPolicy(connectionRetry: float, jitter: Callable[[], float] = random.random) -> Callable[[int], float]:
@@ -128,6 +145,11 @@ class _JoinGateEndpoint:
     def logTag(self) -> str:
         return f"[Worker {self.ours.settings.nodeName}] [Main]"
 
+    def __repr__(self) -> str:
+        # ClientService names its endpoint in its own (debug) lines.
+        settings = self.ours.settings
+        return f"master {settings.masterAddress}:{settings.masterPort}"
+
     def connect(self, factory: IProtocolFactory) -> Deferred:
         connecting = self.endpoint.connect(_JoinGateFactory(factory, self.ours))
 
@@ -136,7 +158,7 @@ class _JoinGateEndpoint:
             return gate.proxy
 
         def failed(failure: Failure) -> Failure:
-            why = failure.getErrorMessage()
+            why = connectFailureReason(failure)
             settings = self.ours.settings
             level = self.log.debug if why == self.lastFailure else self.log.error
             level(
@@ -224,7 +246,7 @@ class MasterLink(MultiService, AsksAboutNodes):
                 f" {self.settings.options.handshake_timeout} seconds"
             )
         else:
-            why = f"connection lost during the handshake ({failure.getErrorMessage()})"
+            why = f"connection lost during the handshake ({failure.getErrorMessage().strip().rstrip('.')})"
         self.log.error("Could not connect to master: {why}. Retrying.", why=why)
         if protocol.transport is not None:
             protocol.transport.abortConnection()
@@ -248,10 +270,14 @@ class MasterLink(MultiService, AsksAboutNodes):
             return None
         d = connection.callRemote(KeepAlive)
         d.addTimeout(self.settings.options.keep_alive, self.clock)
+        sent = self.clock.seconds()
 
         def answered(_: object) -> None:
             self.failedKeepAlives = 0
             self.stats.count("keepalives_sent")
+            self.log.debug(
+                "Keep-alive answered by the master in {ms:.0f} ms.", ms=(self.clock.seconds() - sent) * 1000
+            )
 
         def failed(failure: Failure) -> None:
             if self.connection is not connection:
@@ -261,7 +287,7 @@ class MasterLink(MultiService, AsksAboutNodes):
             if failure.check(TimeoutError):
                 why = f"no answer within {self.settings.options.keep_alive} seconds"
             else:
-                why = failure.getErrorMessage()
+                why = failure.getErrorMessage().strip().rstrip(".")
             self.log.warn(
                 "Keep-alive {n} of {limit} not answered by the master ({why}).",
                 n=self.failedKeepAlives,
