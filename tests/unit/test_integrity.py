@@ -385,6 +385,50 @@ class FleetScaleTests(IntegrityTests):
         self.sync()
         self.assertEqual(walks, [1])
 
+    def test_busyMasterAskedAgainShortly(self) -> None:
+        """
+        A check the master answers "busy" (this worker's previous transfer is
+        still closing there) is tried again after BUSY_RETRY seconds, not a
+        whole cycle later.
+        """
+        from wazuhcluster.worker.integrity import BUSY_RETRY
+
+        self.syncedWorker()
+        write(self.masterHome, "etc/rules/local_rules.xml", b"<group name='local'>later</group>\n")
+        self.successResultOf(self.masterIntegrity.recalculate())
+        status = self.masterIntegrity.statusOf("node02")
+        status.running = True
+        d = self.worker._cycle()
+        self.net.flush()
+        self.successResultOf(d)
+        self.assertAlmostEqual(self.worker._next.getTime() - self.clock.seconds(), BUSY_RETRY)
+        status.running = False
+        self.clock.advance(BUSY_RETRY)
+        for _ in range(60):
+            self.net.flush()
+            self.clock.advance(0)
+        self.assertEqual(md5(self.workerHome.path("etc/rules/local_rules.xml")),
+                         md5(self.masterHome.path("etc/rules/local_rules.xml")))
+
+    def test_agentFilesCheckedOnlyWhenClientKeysChanged(self) -> None:
+        """
+        The worker looks for the files of removed agents (a read of
+        client.keys and of every agent's files) only when a transfer brought
+        client.keys, not for every edited rule.
+        """
+        self.syncedWorker()
+        calls: list[object] = []
+        original = self.worker._removeFilesOfUnregisteredAgents
+        self.patch(self.worker, "_removeFilesOfUnregisteredAgents", lambda: (calls.append(1), original())[1])
+        write(self.masterHome, "etc/rules/local_rules.xml", b"<group name='local'>edited</group>\n")
+        self.successResultOf(self.masterIntegrity.recalculate())
+        self.sync()
+        self.assertEqual(calls, [])
+        write(self.masterHome, "etc/client.keys", f"001 web 10.0.0.5 {KEY}\n".encode())
+        self.successResultOf(self.masterIntegrity.recalculate())
+        self.sync()
+        self.assertEqual(calls, [1])
+
     def test_manifestOfOtherBucketsIgnored(self) -> None:
         """
         Entries outside the buckets a manifest's opening names are not the

@@ -46,6 +46,13 @@ from ..sync.table import SyncTable, UnsafePath
 from ..sync.transfer import MAX_BUNDLE_BYTES, MAX_PATH_LIST_BYTES, BundleSink, PathListSink, jsonObject
 
 
+#: Seconds before a check the master answered "busy" is tried again.
+BUSY_RETRY = 1.0
+
+#: The registry, as the table names it: when a transfer brings it, agents may be gone.
+CLIENT_KEYS = "etc/client.keys"
+
+
 class WorkerIntegrity(Service):
     """The worker's integrity cycle."""
 
@@ -88,6 +95,7 @@ class WorkerIntegrity(Service):
         self._lastScan: ScanResult | None = None
         self._fullScanNext = True
         self._bundleSink: BundleSink | None = None
+        self._retry = False
         self._bundleDone: Deferred[None] | None = None
         self._bundleExpected: IDelayedCall | None = None
         self._next: IDelayedCall | None = None
@@ -182,7 +190,7 @@ class WorkerIntegrity(Service):
                 )
             )
             if check.get("busy"):
-                self.log.debug("The master is still busy with this worker's previous sync.")
+                self._masterBusy()
             elif check.get("in_sync"):
                 self.generation = int(check.get("generation", 0))
                 self.log.debug("Files in sync with the master ({n} files).", n=len(scan.files))
@@ -201,9 +209,18 @@ class WorkerIntegrity(Service):
             self._bundleDone = None
             if self._again:
                 self._again = False
-                self.syncSoon()
+                self.masterChanged()
+            elif self._retry:
+                self._retry = False
+                self._schedule(BUSY_RETRY)
             elif self._next is None:
                 self._schedule()
+
+    def _masterBusy(self) -> None:
+        # The master is still closing this worker's previous transfer (its
+        # answer crossed this check): again shortly, not a cycle later.
+        self.log.debug("The master is still busy with this worker's previous sync; again in {n} s.", n=BUSY_RETRY)
+        self._retry = True
 
     async def _scan(self) -> ScanResult:
         """A walk of the table when one is due, else the last scan."""
@@ -224,7 +241,7 @@ class WorkerIntegrity(Service):
             )
         )
         if answer.get("busy"):
-            self.log.debug("The master is still busy with this worker's previous sync.")
+            self._masterBusy()
         elif answer.get("in_sync"):
             self.log.debug("Files in sync with the master ({n} buckets compared).", n=len(buckets))
         else:
@@ -240,27 +257,31 @@ class WorkerIntegrity(Service):
                 try:
                     await self._waitForBundle(connection)
                 finally:
-                    await self._takeApplied()
+                    applied = await self._takeApplied()
                 if "error" not in self.lastResult:
                     self.generation = int(answer.get("generation", self.generation))
-                if self.lastResult.get("written") or self.lastResult.get("deleted"):
-                    # client.keys may have changed.
+                if CLIENT_KEYS in applied:
+                    # Agents may have been removed: their files go too.
                     await self._removeFilesOfUnregisteredAgents()
             elif answer.get("extra_valid"):
                 # Group files only this worker has: those of agents the
                 # master does not register go (the others it asks for).
                 await self._removeFilesOfUnregisteredAgents()
 
-    async def _takeApplied(self) -> None:
-        """Update the last scan with the files the last transfer put in place (or walk next time)."""
+    async def _takeApplied(self) -> frozenset[str]:
+        """
+        The paths the last transfer wrote or deleted; the last scan is
+        updated with them (or walked next time, when they are not known).
+        """
         sink, self._bundleSink = self._bundleSink, None
         applied = sink.applied if sink is not None else None
-        if applied is None or self._lastScan is None:
+        if applied is None:
             self._lastScan = None
-            return
-        self._lastScan = await self.runInThread(
-            self.scanner.rescan, self._lastScan, applied.written + applied.deleted
-        )
+            return frozenset()
+        paths = applied.written + applied.deleted
+        if self._lastScan is not None:
+            self._lastScan = await self.runInThread(self.scanner.rescan, self._lastScan, paths)
+        return frozenset(paths)
 
     async def _waitForBundle(self, connection: Any) -> None:
         done = self._bundleDone
