@@ -32,7 +32,7 @@ FIELDS = ("timestamp", "tag", "level", "description")
 LEVELS = ("info", "error", "warning", "critical", "debug")
 
 _ENTRY = re.compile(
-    r"(\d{4})/(\d\d)/(\d\d) (\d\d:\d\d:\d\d) ([^\s:\[]+)(?:\[\d+\])?(?: [^:]*:\d+ at [^:]*\(\))?:"
+    r"(\d{4})/(\d\d)/(\d\d) (\d\d:\d\d:\d\d) ([^\s\[]+?)(?:\[\d+\])?(?: \S+:\d+ at \S+\(\))?:"
     r" (DEBUG|INFO|WARNING|ERROR|CRITICAL)(?:\(\d+\))?: ?(.*)"
 )
 
