@@ -26,6 +26,7 @@ from ..control.server import ClusterView
 from ..protocol.agentcommands import AgentNotFound, ListAgents, RegistryRefused
 from ..protocol.nodeinfo import NotConnectedToMaster
 from .envelope import ApiError
+from .filters import PARAMETER_TYPES, ListQuery
 from .nodecalls import NodeCalls
 from .router import HERE, MASTER, NAMED_NODE, Call, Route
 
@@ -218,18 +219,38 @@ class Endpoints:
         raise ApiError(1701, agentID)
 
     async def agentAdd(self, call: Call) -> Any:
+        """
+        Register an agent: C{{"name": NAME, "ip": IP, "force": F}}; as in
+        3.x, C{ip} defaults to C{any} and C{force} is a number (C{-1}: no;
+        0 or more: replace an agent with the same name or address), or here
+        also C{true}/C{false}.
+        """
         body = call.json()
-        name, ip, force = body.get("name"), body.get("ip", "any"), body.get("force", False)
-        if not isinstance(name, str) or not name:
+        name, ip, force = body.get("name"), body.get("ip", "any"), body.get("force", -1)
+        if name is None or name == "":
             raise ApiError(604, "Missing field: 'name'")
-        if not isinstance(ip, str) or not isinstance(force, (bool, int)):
-            raise ApiError(614, 'give {"name": NAME, "ip": IP} (and "force": true to replace an agent)')
+        if not isinstance(name, str) or PARAMETER_TYPES["names"][0].fullmatch(name) is None:
+            raise ApiError(601, "Field: name")
+        if not isinstance(ip, str) or PARAMETER_TYPES["ips"][0].fullmatch(ip) is None:
+            raise ApiError(606, "Field: ip")
+        if isinstance(force, bool):
+            replace = force
+        elif isinstance(force, int):
+            replace = force >= 0
+        else:
+            raise ApiError(600, "Field: force")
+        if len(name) > 128:
+            raise ApiError(1738, f"{len(name)} characters")
         try:
-            answer = await self.context.registration.register(name, ip, "default", bool(force))
+            answer = await self.context.registration.register(name, ip, "default", replace)
         except RegistryRefused as e:
-            if str(e) == MASTER_UNREACHABLE:
+            message = str(e)
+            if message == MASTER_UNREACHABLE:
                 raise ApiError(3023) from None
-            raise ApiError(1725, str(e).replace("--force", '"force": true')) from None
+            message = message.replace("--force", '"force": 0')
+            if "already used by agent" in message:
+                raise ApiError(1705 if f"({name}, " in message else 1706, message) from None
+            raise ApiError(1725, message) from None
         return {"id": answer["agent_id"], "key": answer["key"]}
 
     async def agentDelete(self, call: Call) -> Any:
@@ -297,8 +318,6 @@ def _anyIn(value: Any, choices: set[str]) -> bool:
 
 def _select(item: dict[str, Any], select: str, fields: tuple[str, ...], always: tuple[str, ...] = ()) -> Any:
     """One item with the fields C{select} names (the list's C{select}, for one item)."""
-    from .filters import ListQuery
-
     if not select:
         return item
     return ListQuery.fromQuery({"select": select}).page([item], fields, always=always)["items"][0]
