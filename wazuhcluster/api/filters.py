@@ -79,13 +79,16 @@ def checkParameter(name: str, value: str, kind: str) -> None:
 def checkParameters(query: Mapping[str, str], allowed: Mapping[str, str]) -> None:
     """
     Refuse a parameter C{allowed} does not name (604, listing those it
-    does, as 3.x does) and one whose value is not of its type.
+    does, as 3.x does) and one whose value is not of its type.  An empty
+    value is left to the endpoint (an empty C{path} is 706, an empty
+    C{limit} the default).
     """
     for name, value in query.items():
         kind = allowed.get(name)
         if kind is None:
             raise ApiError(604, f"Unknown parameter {name!r}. Allowed filters: {', '.join(sorted(allowed)) or 'none'}")
-        checkParameter(name, value, kind)
+        if value:
+            checkParameter(name, value, kind)
 
 
 # The q language. -----------------------------------------------------------
