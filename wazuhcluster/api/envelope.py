@@ -20,7 +20,6 @@ from typing import Any, Mapping
 #: Wazuh 3.x error codes used here, with their messages (the 3.x texts).
 MESSAGES = {
     # Internal errors: HTTP 500.
-    1: "Error executing internal command",
     3: "Internal error",
     # Request errors (the API's own, wazuh-api's helpers/errors.js): HTTP 400.
     600: "Param not valid. Integer expected",
@@ -42,7 +41,6 @@ MESSAGES = {
     706: "'path' parameter is empty",
     804: "Invalid content-type for this request. Content-type should be 'application/xml' or 'application/octet-stream'",
     # Filters (the framework's utils): HTTP 400 here.
-    1400: "Invalid offset",
     1403: "Not a valid sort field",
     1405: "Specified limit exceeds maximum allowed (1000)",
     1406: "0 is not a valid limit",
@@ -72,18 +70,15 @@ MESSAGES = {
     1900: "Error restarting manager",
     1905: "File could not be updated, it already exists",
     1906: "File does not exist",
-    1907: "File could not be deleted",
-    1908: "Error validating configuration",
     1909: "Content of file is empty",
     1911: "Error parsing body request to UTF-8",
-    3013: "Cluster is disabled in `WAZUH_HOME/etc/ossec.conf`",
     3021: "Timeout executing API request",
     3022: "Unknown node ID",
     3023: "Worker node is not connected to master",
 }
 
 #: The filter errors, answered with HTTP 400 (the framework of 3.x answers 200).
-FILTER_ERRORS = frozenset({1400, 1403, 1405, 1406, 1407, 1408, 1409, 1724})
+FILTER_ERRORS = frozenset({1403, 1405, 1406, 1407, 1408, 1409, 1724})
 
 
 def httpStatus(code: int) -> int:
