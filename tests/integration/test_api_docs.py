@@ -200,7 +200,7 @@ def table_rows(text: str, header: str) -> list[list[str]]:
         if not line.startswith("|"):
             break
         cells = re.split(r"(?<!\\)\|", line.strip().strip("|"))
-        rows.append([c.strip() for c in cells])
+        rows.append([c.strip().replace("\\|", "|") for c in cells])  # "\|": a "|" in a cell
     return rows
 
 

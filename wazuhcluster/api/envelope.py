@@ -101,7 +101,10 @@ class ApiError(Exception):
         message = MESSAGES.get(code, "Error")
         if detail:
             # The API's own errors join with ". ", the framework's with ": ", as 3.x does.
-            message = f"{message}. {detail}" if 100 <= code <= 999 else f"{message}: {detail}"
+            if message.endswith("."):
+                message = f"{message} {detail}"
+            else:
+                message = f"{message}. {detail}" if 100 <= code <= 999 else f"{message}: {detail}"
         super().__init__(message)
         self.code = code
         self.message = message
