@@ -1,17 +1,21 @@
 """
-What the API asks of one node in particular (C{/cluster/:node_id/...}): its
-daemon's information, status and counters, its rule, decoder and list files,
-and a restart.  The node that the request names runs these; a request that
-names another node is carried there over the cluster link
+What the API asks of one node in particular (C{/cluster/:node_id/...}, and
+C{/manager/...} of the node that took the request): the Wazuh manager beside
+it (daemons, installation, C{ossec.conf} as JSON, analysisd's statistics,
+C{ossec.log}: L{managerinfo}, L{ossec_logs}), this daemon's counters, its
+files, and a restart.  The node that the request names runs these; a
+request that names another node is carried there over the cluster link
 (L{wazuhcluster.api.nodecalls}).
 
-Files: only paths under C{etc/rules/}, C{etc/decoders/} and C{etc/lists/},
-relative to the home, resolved without following a symbolic link out of
-those folders, and never the names integrity excludes (temporaries,
-C{ossec.conf}...): anything else is error 704.  Written files are checked
-first (XML for rules and decoders, C{key:value} lines for lists), then
-written to a temporary name and renamed into place; on the master, integrity
-sync then takes them to the workers.
+Files: C{etc/ossec.conf}, C{etc/rules/*.xml}, C{etc/decoders/*.xml},
+C{etc/lists/*}, and (read only) C{ruleset/rules/*.xml} and
+C{ruleset/decoders/*.xml}, relative to the home, resolved without following
+a symbolic link, and never the names integrity excludes (temporaries...):
+anything else is error 704.  Written files are checked first (XML for rules
+and decoders, C{key:value} lines for lists, the configuration Wazuh and this
+daemon read for C{ossec.conf}), then written to a temporary name and renamed
+into place; on the master, integrity sync then takes rules, decoders and
+lists to the workers.
 """
 
 from __future__ import annotations
