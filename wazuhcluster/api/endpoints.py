@@ -323,6 +323,26 @@ def _select(item: dict[str, Any], select: str, fields: tuple[str, ...], always: 
     return ListQuery.fromQuery({"select": select}).page([item], fields, always=always)["items"][0]
 
 
+#: What runs on a node: method, path under C{/cluster/:node_id/} (and
+#: C{/manager/}), the node's operation, its query parameters (passed to the
+#: operation) and whether it is a list.  C{stats/cluster} is not in 3.x's
+#: C{/manager}.
+NODE_ROUTES: list[tuple[str, str, str, dict[str, str], bool]] = [
+    ("GET",    "status",        "status",        {}, False),
+    ("GET",    "info",          "info",          {}, False),
+    ("GET",    "configuration", "configuration", {"section": "names", "field": "names"}, False),
+    ("GET",    "stats",         "stats",         {"date": "dates"}, False),
+    ("GET",    "stats/hourly",  "stats.hourly",  {}, False),
+    ("GET",    "stats/weekly",  "stats.weekly",  {}, False),
+    ("GET",    "stats/cluster", "stats.cluster", {}, False),
+    ("GET",    "logs",          "logs",          {"type_log": "names", "category": "search_param"}, True),
+    ("GET",    "logs/summary",  "logs.summary",  {}, False),
+    ("GET",    "files",         "files.get",     {"path": "paths", "validation": "boolean"}, False),
+    ("POST",   "files",         "files.put",     {"path": "paths", "overwrite": "boolean"}, False),
+    ("DELETE", "files",         "files.delete",  {"path": "paths"}, False),
+    ("PUT",    "restart",       "restart",       {}, False),
+]
+
 #: The list parameters a per-node list passes on, checked by the router.
 LIST = "list"
 
@@ -334,56 +354,30 @@ def routes(context: ApiContext) -> list[Route]:
     node named C{info}).
     """
     e = Endpoints(context)
-    on = e.onNode
-    listed = {"listed": True}
+
+    def onNodes(prefix: str, where: str) -> list[Route]:
+        return [
+            Route(method, f"{prefix}/{suffix}", e.onNode(operation, *parameters, *([LIST] if listed else [])),
+                  where, parameters, listed)
+            for method, suffix, operation, parameters, listed in NODE_ROUTES
+            if not (where == HERE and suffix == "stats/cluster")
+        ]
+
+    agentFilters = {name: "alphanumeric_param" for name in ("status", "node_name", "name", "ip", "version", "group")}
     return [
-        # method, path,                        handler,                       where,      parameters
-        Route("GET", "/",                        e.welcome,                     HERE),
-        Route("GET", "/cluster/node",            e.clusterNode,                 HERE),
-        Route("GET", "/cluster/nodes",           e.clusterNodes,                MASTER,     {"type": "alphanumeric_param"}, **listed),
-        Route("GET", "/cluster/nodes/:node_name", e.clusterNodeNamed,           MASTER,     {"select": "select_param"}),
-        Route("GET", "/cluster/healthcheck",     e.healthcheck,                 MASTER,     {"node": "array_names"}),
-        Route("GET", "/cluster/status",          e.clusterStatus,               HERE),
-        Route("GET", "/cluster/config",          e.clusterConfig,               HERE),
-        Route("PUT", "/cluster/restart",         e.restartAll,                  MASTER),
-        Route("GET", "/cluster/:node_id/status", on("status"),                  NAMED_NODE),
-        Route("GET", "/cluster/:node_id/info",   on("info"),                    NAMED_NODE),
-        Route("GET", "/cluster/:node_id/configuration", on("configuration", "section", "field"), NAMED_NODE,
-              {"section": "names", "field": "names"}),
-        Route("GET", "/cluster/:node_id/stats",  on("stats", "date"),           NAMED_NODE, {"date": "dates"}),
-        Route("GET", "/cluster/:node_id/stats/hourly", on("stats.hourly"),      NAMED_NODE),
-        Route("GET", "/cluster/:node_id/stats/weekly", on("stats.weekly"),      NAMED_NODE),
-        Route("GET", "/cluster/:node_id/stats/cluster", on("stats.cluster"),    NAMED_NODE),
-        Route("GET", "/cluster/:node_id/logs",   on("logs", LIST, "type_log", "category"), NAMED_NODE,
-              {"type_log": "names", "category": "search_param"}, **listed),
-        Route("GET", "/cluster/:node_id/logs/summary", on("logs.summary"),      NAMED_NODE),
-        Route("GET", "/cluster/:node_id/files",  on("files.get", "path", "validation"), NAMED_NODE,
-              {"path": "paths", "validation": "boolean"}),
-        Route("POST", "/cluster/:node_id/files", on("files.put", "path", "overwrite"), NAMED_NODE,
-              {"path": "paths", "overwrite": "boolean"}),
-        Route("DELETE", "/cluster/:node_id/files", on("files.delete", "path"),  NAMED_NODE, {"path": "paths"}),
-        Route("PUT", "/cluster/:node_id/restart", on("restart"),                NAMED_NODE),
-        Route("GET", "/manager/status",          on("status"),                  HERE),
-        Route("GET", "/manager/info",            on("info"),                    HERE),
-        Route("GET", "/manager/configuration",   on("configuration", "section", "field"), HERE,
-              {"section": "names", "field": "names"}),
-        Route("GET", "/manager/stats",           on("stats", "date"),           HERE,       {"date": "dates"}),
-        Route("GET", "/manager/stats/hourly",    on("stats.hourly"),            HERE),
-        Route("GET", "/manager/stats/weekly",    on("stats.weekly"),            HERE),
-        Route("GET", "/manager/logs",            on("logs", LIST, "type_log", "category"), HERE,
-              {"type_log": "names", "category": "search_param"}, **listed),
-        Route("GET", "/manager/logs/summary",    on("logs.summary"),            HERE),
-        Route("GET", "/manager/files",           on("files.get", "path", "validation"), HERE,
-              {"path": "paths", "validation": "boolean"}),
-        Route("POST", "/manager/files",          on("files.put", "path", "overwrite"), HERE,
-              {"path": "paths", "overwrite": "boolean"}),
-        Route("DELETE", "/manager/files",        on("files.delete", "path"),    HERE,       {"path": "paths"}),
-        Route("PUT", "/manager/restart",         on("restart"),                 HERE),
-        Route("GET", "/agents",                  e.agentsList,                  MASTER,
-              {"status": "alphanumeric_param", "node_name": "alphanumeric_param", "name": "alphanumeric_param",
-               "ip": "alphanumeric_param", "version": "alphanumeric_param", "group": "alphanumeric_param"},
-              **listed),
-        Route("POST", "/agents",                 e.agentAdd,                    MASTER),
-        Route("GET", "/agents/:agent_id",        e.agentNamed,                  MASTER,     {"select": "select_param"}),
-        Route("DELETE", "/agents/:agent_id",     e.agentDelete,                 MASTER),
+        # method, path,                           handler,             where,  query parameters
+        Route("GET",    "/",                         e.welcome,          HERE),
+        Route("GET",    "/cluster/node",             e.clusterNode,      HERE),
+        Route("GET",    "/cluster/nodes",            e.clusterNodes,     MASTER, {"type": "alphanumeric_param"}, listed=True),
+        Route("GET",    "/cluster/nodes/:node_name", e.clusterNodeNamed, MASTER, {"select": "select_param"}),
+        Route("GET",    "/cluster/healthcheck",      e.healthcheck,      MASTER, {"node": "array_names"}),
+        Route("GET",    "/cluster/status",           e.clusterStatus,    HERE),
+        Route("GET",    "/cluster/config",           e.clusterConfig,    HERE),
+        Route("PUT",    "/cluster/restart",          e.restartAll,       MASTER),
+        *onNodes("/cluster/:node_id", NAMED_NODE),
+        *onNodes("/manager", HERE),
+        Route("GET",    "/agents",                   e.agentsList,       MASTER, agentFilters, listed=True),
+        Route("POST",   "/agents",                   e.agentAdd,         MASTER),
+        Route("GET",    "/agents/:agent_id",         e.agentNamed,       MASTER, {"select": "select_param"}),
+        Route("DELETE", "/agents/:agent_id",         e.agentDelete,      MASTER),
     ]
