@@ -517,7 +517,7 @@ async def test_node_calls_run_on_the_named_node(api: ApiCluster) -> None:
             assert len(info["tz_offset"]) == 5 and info["tz_offset"][0] in "+-"
             status = await get(target, f"/cluster/{node.node_name}/status")
             assert status["wazuh-clusterd"] == "running" and status["ossec-analysisd"] == "stopped"
-            assert set(status.values()) == {"running", "stopped"} and len(status) == 16
+            assert set(status.values()) == {"running", "stopped"} and len(status) == 15
         for path in ("/cluster/ghost/info", "/cluster/ghost/stats", "/cluster/ghost/files?path=etc/rules/a.xml"):
             assert "ghost" in await failure(target, "GET", path, 3022, 200)
         await failure(target, "PUT", "/cluster/ghost/restart", 3022, 200)
@@ -713,7 +713,7 @@ async def test_configuration_and_statistics(api: ApiCluster) -> None:
     hourly.mkdir(parents=True, exist_ok=True)
     for hour in range(24):
         (hourly / str(hour)).write_text(str(hour))
-    (hourly / "total").write_text("3")
+    (hourly / "24").write_text("3")
     for target in (api.masterApi, api.workerApi):
         assert await get(target, "/cluster/worker2/stats?date=20200601") == [
             {"hour": 0, "alerts": [{"sigid": 1002, "level": 2, "times": 4}], "totalAlerts": 4,
@@ -726,7 +726,7 @@ async def test_configuration_and_statistics(api: ApiCluster) -> None:
         assert await get(target, "/cluster/worker2/stats/hourly") == {"averages": list(range(24)), "interactions": 3}
         weekly = await get(target, "/cluster/worker2/stats/weekly")
         assert list(weekly) == ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        assert (await get(target, "/cluster/worker1/stats/hourly")) == {"averages": [], "interactions": 0}
+        assert (await get(target, "/cluster/worker1/stats/hourly")) == {"averages": [0] * 24, "interactions": 0}
 
 
 @pytest_twisted.ensureDeferred
@@ -746,7 +746,7 @@ async def test_ossec_conf_and_the_ruleset_through_the_files_endpoints(api: ApiCl
     changed = original + b"<!-- changed through the API -->\n"
     answer = await ask(api.masterApi, "POST", "/cluster/worker1" + filePath("etc/ossec.conf", overwrite=True), changed,
                        contentType="application/xml")
-    assert answer.data == {"msg": "File etc/ossec.conf was updated successfully"}
+    assert answer.data == "File updated successfully"
     assert conf.read_bytes() == changed
     await failure(api.masterApi, "DELETE", "/cluster/worker1" + path, 704, 400)
     conf.write_bytes(original)
@@ -763,7 +763,7 @@ async def test_ossec_conf_and_the_ruleset_through_the_files_endpoints(api: ApiCl
             await failure(target, "DELETE", prefix + filePath("ruleset/rules/0010-rules_config.xml"), 704, 400)
             assert (await get(target, prefix + filePath("ruleset/rules/0020-broken.xml"))) == "<group><rule></group>\n"
             await failure(target, "GET", prefix + filePath("ruleset/rules/0020-broken.xml") + "&validation=true", 1113, 200)
-            await failure(target, "GET", prefix + filePath("ruleset/decoders/none.xml"), 1906, 200)
+            await failure(target, "GET", prefix + filePath("ruleset/decoders/none.xml"), 1005, 200)
     assert (rules / "0010-rules_config.xml").read_bytes() == RULES_V1
 
 
@@ -780,7 +780,7 @@ async def test_big_file_through_the_cluster_link(api: ApiCluster) -> None:
     onWorker2 = api.worker2.home / relpath
 
     written = await ask(api.masterApi, "POST", "/cluster/worker2" + filePath(relpath), big)
-    assert written.data == {"msg": f"File {relpath} was updated successfully"}
+    assert written.data == "File updated successfully"
     assert onWorker2.read_bytes() == big
     assert oct(onWorker2.stat().st_mode & 0o777) == "0o660"
     assert not (api.master.home / relpath).exists()
@@ -801,7 +801,7 @@ async def test_big_file_through_the_cluster_link(api: ApiCluster) -> None:
     await failure(api.workerApi, "POST", "/cluster/worker2" + filePath(relpath), 1905, 200, changed)
     assert onWorker2.read_bytes() == big
     answer = await ask(api.workerApi, "POST", "/cluster/worker2" + filePath(relpath, overwrite=True), changed)
-    assert answer.data == {"msg": f"File {relpath} was updated successfully"}
+    assert answer.data == "File updated successfully"
     assert onWorker2.read_bytes() == changed
     assert (await get(api.masterApi, "/cluster/worker2" + filePath(relpath))).encode() == changed
 
@@ -824,7 +824,7 @@ async def test_big_file_through_the_cluster_link(api: ApiCluster) -> None:
     del largest, read
 
     answer = await ask(api.masterApi, "DELETE", "/cluster/worker2" + filePath(relpath))
-    assert answer.data == {"msg": f"File {relpath} was deleted successfully"}
+    assert answer.data == "File was deleted"
     assert not onWorker2.exists()
 
 
@@ -878,9 +878,9 @@ async def test_files_are_checked_and_reach_the_workers(api: ApiCluster) -> None:
     for method in ("GET", "POST", "DELETE"):
         assert "path" in await failure(masterApi, method, "/cluster/master/files", 706, 400, b"")
         await failure(masterApi, method, "/cluster/master/files?path=", 706, 400, b"")
-    # 1906: nothing there.
+    # Nothing there: 1005 to read, 1906 to delete (as 3.x).
     for node in ("master", "worker1"):
-        await failure(masterApi, "GET", f"/cluster/{node}" + filePath("etc/rules/none.xml"), 1906, 200)
+        await failure(masterApi, "GET", f"/cluster/{node}" + filePath("etc/rules/none.xml"), 1005, 200)
         await failure(masterApi, "DELETE", f"/cluster/{node}" + filePath("etc/decoders/none.xml"), 1906, 200)
     # 703: rules and decoders must be well-formed XML; 705: lists key:value lines.
     for bad in (b"<group><rule></group>", b"<rule id='1'>", b"not xml <"):
@@ -920,7 +920,7 @@ async def test_files_are_checked_and_reach_the_workers(api: ApiCluster) -> None:
     }
     for path, content in files.items():
         answer = await ask(masterApi, "POST", "/cluster/master" + filePath(path), content)
-        assert answer.data == {"msg": f"File {path} was updated successfully"}
+        assert answer.data == "File updated successfully"
         assert (api.master.home / path).read_bytes() == content
         assert await get(masterApi, "/cluster/master" + filePath(path)) == content.decode()
     rules = "etc/rules/api_rules.xml"
@@ -932,7 +932,7 @@ async def test_files_are_checked_and_reach_the_workers(api: ApiCluster) -> None:
     # Written on the master through worker1's API: the same.
     viaWorker = "etc/decoders/via_worker1.xml"
     answer = await ask(api.workerApi, "POST", "/cluster/master" + filePath(viaWorker), RULES_V1)
-    assert answer.data == {"msg": f"File {viaWorker} was updated successfully"}
+    assert answer.data == "File updated successfully"
     assert (api.master.home / viaWorker).read_bytes() == RULES_V1
     assert not (api.worker1.home / viaWorker).exists() or (api.worker1.home / viaWorker).read_bytes() == RULES_V1
     files[viaWorker] = RULES_V1
@@ -953,15 +953,15 @@ async def test_files_are_checked_and_reach_the_workers(api: ApiCluster) -> None:
     # Deleted on the master: gone there at once, from the workers after a sync.
     for path in files:
         answer = await ask(masterApi, "DELETE", "/cluster/master" + filePath(path))
-        assert answer.data == {"msg": f"File {path} was deleted successfully"}
+        assert answer.data == "File was deleted"
         assert not (api.master.home / path).exists()
-        await failure(masterApi, "GET", "/cluster/master" + filePath(path), 1906, 200)
+        await failure(masterApi, "GET", "/cluster/master" + filePath(path), 1005, 200)
     for worker in (api.worker1, api.worker2):
         async def gone(worker: Node = worker) -> bool:
             return not any((worker.home / p).exists() for p in files)
 
         await eventually(gone, f"the deletions to reach {worker.node_name}", api)
-        await failure(masterApi, "GET", f"/cluster/{worker.node_name}" + filePath(rules), 1906, 200)
+        await failure(masterApi, "GET", f"/cluster/{worker.node_name}" + filePath(rules), 1005, 200)
 
 
 async def _run(*arguments: str) -> tuple[bytes, bytes, int]:
@@ -1215,7 +1215,7 @@ async def test_restart(api: ApiCluster) -> None:
     started = time.monotonic()
     answer = await ask(api.masterApi, "PUT", "/cluster/worker1/restart")
     took = time.monotonic() - started
-    assert answer.data == {"msg": "Restarting node worker1"}
+    assert answer.data == "Restarting manager"
     # Answered at once: the command (which waits 1.5 s before writing) has not finished.
     assert took < 1.2 and not api.markers["worker1"].exists(), took
     await eventually(lambda: _succeed(readOrNone(api.markers["worker1"]) == b"restarted\n"),
@@ -1246,7 +1246,7 @@ async def test_restart(api: ApiCluster) -> None:
 
     # The master restarts itself alone.
     answer = await ask(api.masterApi, "PUT", "/cluster/master/restart")
-    assert answer.data == {"msg": "Restarting node master"}
+    assert answer.data == "Restarting manager"
     await eventually(lambda: _succeed(readOrNone(api.markers["master"]) == b"restarted\nrestarted\n"),
                      "the master's restart command to run", api)
 
@@ -1321,7 +1321,7 @@ async def test_a_worker_without_its_master(api: ApiCluster) -> None:
     assert (await get(api.workerApi, "/cluster/worker1/info"))["path"] == str(api.worker1.home)
     assert (await get(api.workerApi, "/cluster/node"))["node"] == "worker1"
     assert (await get(api.workerApi, "/cluster/status")) == {"running": "yes", "enabled": "yes"}
-    await failure(api.workerApi, "GET", "/cluster/worker1" + filePath("etc/rules/none.xml"), 1906, 200)
+    await failure(api.workerApi, "GET", "/cluster/worker1" + filePath("etc/rules/none.xml"), 1005, 200)
 
 
 @pytest_twisted.ensureDeferred

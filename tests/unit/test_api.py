@@ -173,7 +173,7 @@ class LocalFilesTests(SynchronousTestCase):
         self.assertEqual(self.code(self.run_("files.put", rule, path="etc/rules/local.xml", overwrite="false")), 1905)
         self.successResultOf(self.run_("files.put", rule, path="etc/rules/local.xml", overwrite="true"))
         self.successResultOf(self.run_("files.delete", path="etc/rules/local.xml"))
-        self.assertEqual(self.code(self.run_("files.get", path="etc/rules/local.xml")), 1906)
+        self.assertEqual(self.code(self.run_("files.get", path="etc/rules/local.xml")), 1005)
         self.assertEqual(self.code(self.run_("files.delete", path="etc/rules/local.xml")), 1906)
 
     def test_onlyRulesDecodersLists(self) -> None:
@@ -327,13 +327,20 @@ class LocalManagerTests(SynchronousTestCase):
         for hour in range(24):
             with open(self.home.path(f"stats/hourly-average/{hour}"), "w") as f:
                 f.write(str(hour * 2))
-        with open(self.home.path("stats/hourly-average/total"), "w") as f:
+        with open(self.home.path("stats/hourly-average/24"), "w") as f:
             f.write("7")
+        os.unlink(self.home.path("stats/hourly-average/3"))  # a missing hour is 0
         hourly = self.successResultOf(self.run_("stats.hourly"))
-        self.assertEqual(hourly, {"averages": [h * 2 for h in range(24)], "interactions": 7})
+        self.assertEqual(hourly, {"averages": [0 if h == 3 else h * 2 for h in range(24)], "interactions": 7})
+        os.makedirs(self.home.path("stats/weekly-average/1"))
+        with open(self.home.path("stats/weekly-average/1/5"), "w") as f:
+            f.write("12")
+        with open(self.home.path("stats/weekly-average/1/24"), "w") as f:
+            f.write("2")
         weekly = self.successResultOf(self.run_("stats.weekly"))
         self.assertEqual(list(weekly), ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"])
-        self.assertEqual(weekly["Sun"], {"hours": [], "interactions": 0})
+        self.assertEqual(weekly["Sun"], {"hours": [0] * 24, "interactions": 0})
+        self.assertEqual(weekly["Mon"], {"hours": [12 if h == 5 else 0 for h in range(24)], "interactions": 2})
 
     def test_statusAndInfo(self) -> None:
         status = self.successResultOf(self.run_("status"))
@@ -413,6 +420,6 @@ class NodeCallTests(SynchronousTestCase):
         failure = self.failureResultOf(self.call("node02", "files.get", path="etc/client.keys"), ApiError)
         self.assertEqual((failure.value.code, failure.value.status), (704, 400))
         failure = self.failureResultOf(self.call("node02", "files.get", path="etc/rules/none.xml"), ApiError)
-        self.assertEqual((failure.value.code, failure.value.status), (1906, 200))
+        self.assertEqual((failure.value.code, failure.value.status), (1005, 200))
         failure = self.failureResultOf(self.call("node09", "info"), ApiError)
         self.assertEqual((failure.value.code, failure.value.status), (3022, 200))

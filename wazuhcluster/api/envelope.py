@@ -49,6 +49,7 @@ MESSAGES = {
     1409: "Invalid query operator.",
     1724: "Not a valid select field",
     # Framework errors: HTTP 200 with the error.
+    1005: "Error reading file",
     1101: "Requested component does not exist",
     1102: "Invalid section",
     1103: "Invalid field in section",

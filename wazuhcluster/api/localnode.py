@@ -175,7 +175,7 @@ class LocalNode:
         try:
             fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
-            raise ApiError(1906, relpath) from None
+            raise ApiError(1005, f"{relpath}: no such file") from None  # 3.x: 1005 to read, 1906 to delete
         except OSError as e:
             raise ApiError(704, f"{relpath}: {e.strerror}") from None
         with os.fdopen(fd, "rb") as f:
@@ -191,7 +191,7 @@ class LocalNode:
                 raise ApiError(1800 if e.code == 705 else 1113, f"{relpath}: {e.message}") from None
         return text
 
-    def writeFile(self, relpath: str, body: bytes, overwrite: bool) -> dict[str, Any]:
+    def writeFile(self, relpath: str, body: bytes, overwrite: bool) -> str:
         target = self._resolve(relpath, writing=True)
         if len(body) > MAX_FILE_SIZE:
             raise ApiError(614, f"the file is larger than {MAX_FILE_SIZE} bytes")
@@ -207,9 +207,9 @@ class LocalNode:
         os.makedirs(os.path.dirname(target), mode=0o770, exist_ok=True)
         writeFileAtomically(target, body, 0o660)
         self.log.info("File {path} written through the API.", path=relpath)
-        return {"msg": f"File {relpath} was updated successfully"}
+        return "File updated successfully"  # 3.x's answer
 
-    def deleteFile(self, relpath: str) -> dict[str, Any]:
+    def deleteFile(self, relpath: str) -> str:
         if relpath == OSSEC_CONF:
             raise ApiError(704, f"{relpath!r}: the configuration can be replaced, not deleted")
         target = self._resolve(relpath, writing=True)
@@ -220,9 +220,9 @@ class LocalNode:
         except IsADirectoryError:
             raise ApiError(704, f"{relpath} is a folder") from None
         self.log.info("File {path} deleted through the API.", path=relpath)
-        return {"msg": f"File {relpath} was deleted successfully"}
+        return "File was deleted"  # 3.x's answer
 
-    def restart(self) -> dict[str, Any]:
+    def restart(self) -> str:
         command = list(self.restartCommand)
         try:
             subprocess.Popen(
@@ -232,7 +232,7 @@ class LocalNode:
         except OSError as e:
             raise ApiError(1900, f"{' '.join(command)}: {e.strerror or e}") from None
         self.log.info("Restart requested through the API: ran {command}.", command=" ".join(command))
-        return {"msg": f"Restarting node {self.nodeName}"}
+        return "Restarting manager"  # 3.x's answer
 
 
 def _check(relpath: str, text: str) -> None:

@@ -24,7 +24,7 @@ from .envelope import ApiError
 DAEMONS = (
     "ossec-agentlessd", "ossec-analysisd", "ossec-authd", "ossec-csyslogd", "ossec-dbd",
     "ossec-monitord", "ossec-execd", "ossec-integratord", "ossec-logcollector", "ossec-maild",
-    "ossec-remoted", "ossec-reportd", "ossec-syscheckd", "wazuh-clusterd", "wazuh-modulesd", "wazuh-db",
+    "ossec-remoted", "ossec-reportd", "ossec-syscheckd", "wazuh-clusterd", "wazuh-modulesd",
 )
 
 #: The day names of the weekly statistics, Sunday first (analysisd's folders 0-6).
@@ -173,23 +173,23 @@ def _number(path: str) -> int | None:
 
 
 def hourly(home: WazuhHome) -> dict[str, Any]:
-    """Alerts per hour on average (C{stats/hourly-average/0..23}) and the days counted (C{.../total})."""
-    folder = home.path("stats", "hourly-average")
-    averages = [_number(os.path.join(folder, str(h))) for h in range(24)]
-    return {
-        "averages": [a for a in averages if a is not None],
-        "interactions": _number(os.path.join(folder, "total")) or 0,
-    }
+    """
+    Alerts per hour on average: C{stats/hourly-average/0..23} (a missing
+    hour is 0), and the days they count, C{stats/hourly-average/24}.
+    """
+    return _averages(home.path("stats", "hourly-average"), "averages")
 
 
 def weekly(home: WazuhHome) -> dict[str, Any]:
-    """For each week day, alerts per hour on average (C{stats/weekly-average/0..6/0..23})."""
-    result = {}
-    for number, name in enumerate(WEEKDAYS):
-        folder = home.path("stats", "weekly-average", str(number))
-        hours = [_number(os.path.join(folder, str(h))) for h in range(24)]
-        result[name] = {
-            "hours": [h for h in hours if h is not None],
-            "interactions": _number(os.path.join(folder, "total")) or 0,
-        }
-    return result
+    """For each week day, the same from C{stats/weekly-average/0..6/}, Sunday first."""
+    return {
+        name: _averages(home.path("stats", "weekly-average", str(number)), "hours")
+        for number, name in enumerate(WEEKDAYS)
+    }
+
+
+def _averages(folder: str, key: str) -> dict[str, Any]:
+    return {
+        key: [_number(os.path.join(folder, str(hour))) or 0 for hour in range(24)],
+        "interactions": _number(os.path.join(folder, "24")) or 0,
+    }

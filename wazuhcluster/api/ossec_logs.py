@@ -9,8 +9,8 @@ Wazuh daemons write one entry a line::
 An entry is C{timestamp} (C{YYYY-MM-DD hh:mm:ss}), C{tag} (the daemon),
 C{level} (C{info}, C{error}, C{warning}, C{critical}, C{debug}) and
 C{description}; lines without a date continue the entry before them.  Only
-the last L{MAX_LOG_BYTES} of the file are read (3.x reads the last three
-months); a file that is not there is no entry at all (this daemon may run
+the last L{MAX_LOG_BYTES} of the file are read (3.13 reads the last 2000
+lines); a file that is not there is no entry at all (this daemon may run
 without a manager beside it).
 """
 
