@@ -609,6 +609,28 @@ async def test_the_q_language(api: ApiCluster) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_agent_filters_of_3x(api: ApiCluster) -> None:
+    """older_than, ip, the os and manager filters (nothing known of them), purge."""
+    masterApi = api.masterApi
+    added = (await ask(masterApi, "POST", "/agents", b'{"name": "api-older", "ip": "10.40.0.1"}')).data
+
+    async def ids(query: str) -> list[str]:
+        return [a["id"] for a in (await get(masterApi, "/agents?select=id&" + query))["items"]]
+
+    assert await ids("name=api-older") == [added["id"]]
+    assert await ids("ip=10.40.0.1") == [added["id"]]
+    assert await ids("name=api-older&older_than=1d") == []     # added just now
+    assert await ids("name=api-older&older_than=0s") == [added["id"]]
+    assert "000" not in await ids("older_than=0")                # the manager is always seen
+    assert await ids("name=api-older&os.name=ubuntu") == []
+    assert await ids("name=api-older&manager=master") == []
+    await failure(masterApi, "GET", "/agents?older_than=1w", 617, 400)
+    await failure(masterApi, "GET", "/agents?ip=10.40.0", 606, 400)
+    assert (await ask(masterApi, "DELETE", f"/agents/{added['id']}?purge")).data["affected_agents"] == [added["id"]]
+    await failure(masterApi, "GET", f"/agents/{added['id']}", 1701, 200)
+
+
+@pytest_twisted.ensureDeferred
 async def test_parameters_and_routing_as_3x(api: ApiCluster) -> None:
     """Parameters are checked by type before anything runs; the first route of the table wins."""
     masterApi = api.masterApi

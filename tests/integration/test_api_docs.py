@@ -130,7 +130,8 @@ def test_openapi_query_parameters_are_the_apis() -> None:
                 used.add(p["name"])
     assert used == {
         "pretty", "wait_for_complete", "offset", "limit", "sort", "search", "select", "q", "type", "node",
-        "status", "node_name", "name", "ip", "version", "group", "path", "overwrite", "validation", "date",
+        "status", "node_name", "name", "ip", "version", "group", "os.platform", "os.version", "os.name", "manager",
+        "older_than", "purge", "path", "overwrite", "validation", "date",
         "section", "field", "type_log", "category",
     }
 

@@ -26,7 +26,7 @@ from ..control.server import ClusterView
 from ..protocol.agentcommands import AgentNotFound, ListAgents, RegistryRefused
 from ..protocol.nodeinfo import NotConnectedToMaster
 from .envelope import ApiError
-from .filters import PARAMETER_TYPES, ListQuery
+from .filters import PARAMETER_TYPES, ListQuery, valueAt
 from .nodecalls import NodeCalls
 from .router import HERE, MASTER, NAMED_NODE, Call, Route
 
@@ -196,7 +196,16 @@ class Endpoints:
             raise ApiError(3023) from None
 
     async def agentsList(self, call: Call) -> Any:
-        items = [_agentItem(r) for r in await self._agentRecords()]
+        records = await self._agentRecords()
+        olderThan = call.query.get("older_than")
+        if olderThan:
+            # 3.x: agents not seen (or, never connected, not added) for longer than that.
+            limit = time.time() - _seconds(olderThan)
+            records = [
+                r for r in records
+                if r.id != "000" and (r.last_keep_alive or r.date_add) and (r.last_keep_alive or r.date_add) < limit
+            ]
+        items = [_agentItem(r) for r in records]
         status = call.query.get("status")
         if status:
             try:
@@ -204,11 +213,11 @@ class Endpoints:
             except ValueError as e:
                 raise ApiError(1729, str(e)) from None
             items = [i for i in items if i["status"] in wanted]
-        for name in ("node_name", "name", "ip", "version", "group"):
+        for name in ("node_name", "name", "ip", "version", "group", "os.platform", "os.version", "os.name", "manager"):
             value = call.query.get(name)
             if value:
                 choices = {v.lower() for v in value.split(",")}
-                items = [i for i in items if _anyIn(i.get(name), choices)]
+                items = [i for i in items if _anyIn(valueAt(i, name), choices)]
         return call.listQuery.page(items, AGENT_FIELDS, normalisers={"status": _status}, always=("id",))
 
     async def agentNamed(self, call: Call) -> Any:
@@ -310,6 +319,13 @@ def _agentItem(record: AgentRecord) -> dict[str, Any]:
     }
 
 
+def _seconds(timeframe: str) -> int:
+    """A 3.x timeframe (C{30}, C{90s}, C{15m}, C{12h}, C{7d}) in seconds."""
+    unit = timeframe[-1] if timeframe[-1] in "smhd" else "s"
+    number = int(timeframe.rstrip("smhd"))
+    return number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
 def _anyIn(value: Any, choices: set[str]) -> bool:
     if isinstance(value, list):
         return any(str(v).lower() in choices for v in value)
@@ -363,7 +379,12 @@ def routes(context: ApiContext) -> list[Route]:
             if not (where == HERE and suffix == "stats/cluster")
         ]
 
-    agentFilters = {name: "alphanumeric_param" for name in ("status", "node_name", "name", "ip", "version", "group")}
+    agentFilters = {
+        **{name: "alphanumeric_param" for name in (
+            "status", "node_name", "name", "version", "group", "os.platform", "os.version", "os.name", "manager",
+        )},
+        "ip": "ips", "older_than": "timeframe_type",
+    }
     return [
         # method, path,                           handler,             where,  query parameters
         Route("GET",    "/",                         e.welcome,          HERE),
@@ -379,5 +400,5 @@ def routes(context: ApiContext) -> list[Route]:
         Route("GET",    "/agents",                   e.agentsList,       MASTER, agentFilters, listed=True),
         Route("POST",   "/agents",                   e.agentAdd,         MASTER),
         Route("GET",    "/agents/:agent_id",         e.agentNamed,       MASTER, {"select": "select_param"}),
-        Route("DELETE", "/agents/:agent_id",         e.agentDelete,      MASTER),
+        Route("DELETE", "/agents/:agent_id",         e.agentDelete,      MASTER, {"purge": "text"}),
     ]

@@ -33,6 +33,7 @@ MESSAGES = {
     611: "Param not valid. Valid characters: a-z, A-Z, 0-9, _, -, +, ,",
     612: "Param not valid. Invalid characters: ; & | * ^ >",
     614: "Invalid request",
+    617: "Param not valid. Valid characters: [0-9]d|[0-9]h|[0-9]m|[0-9]s|0-9",
     618: "Param not valid. Valid values: true or false",
     619: "Param not valid. Valid characters: a-z A-Z 0-9 space . , _",
     703: "Invalid XML file",

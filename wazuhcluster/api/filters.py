@@ -55,6 +55,7 @@ PARAMETER_TYPES: dict[str, tuple[re.Pattern[str], int]] = {
     "sort_param": (re.compile(r"[a-zA-Z0-9_\-,\s+.]+"), 611),
     "search_param": (re.compile(r"[^;|&^*>]+"), 612),
     "boolean": (re.compile(r"true|false"), 618),
+    "timeframe_type": (re.compile(r"\d+[smhd]?"), 617),
     "select_param": (re.compile(r"[a-zA-Z0-9_,.]+"), 619),
     # Checked by the parser, which says where the query goes wrong (1407).
     "query_param": (re.compile(r".+", re.DOTALL), 1407),
