@@ -760,6 +760,9 @@ async def test_ossec_conf_and_the_ruleset_through_the_files_endpoints(api: ApiCl
     for target in (api.masterApi, api.workerApi):
         assert (await get(target, "/cluster/worker1" + path)).encode() == original
         assert (await get(target, "/cluster/worker1" + path + "&validation=true")).encode() == original
+        # 3.x takes offset and limit here, and does nothing with them.
+        assert (await get(target, "/cluster/worker1" + path + "&offset=0&limit=5")).encode() == original
+        await failure(target, "GET", "/cluster/worker1" + path + "&limit=x", 600, 400)
         await failure(target, "POST", "/cluster/worker1" + path, 1905, 200, original)
         for bad in (original.replace(b"</cluster>", b""), original.replace(b"<node_type>worker", b"<node_type>boss"),
                     b"<cluster><name>x</name></cluster>\n"):

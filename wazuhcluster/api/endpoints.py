@@ -353,7 +353,8 @@ NODE_ROUTES: list[tuple[str, str, str, dict[str, str], bool]] = [
     ("GET",    "stats/cluster", "stats.cluster", {}, False),
     ("GET",    "logs",          "logs",          {"type_log": "names", "category": "search_param"}, True),
     ("GET",    "logs/summary",  "logs.summary",  {}, False),
-    ("GET",    "files",         "files.get",     {"path": "paths", "validation": "boolean"}, False),
+    # offset and limit: taken, and unused, as in 3.x.
+    ("GET",    "files",         "files.get",     {"path": "paths", "validation": "boolean", "offset": "numbers", "limit": "numbers"}, False),
     ("POST",   "files",         "files.put",     {"path": "paths", "overwrite": "boolean"}, False),
     ("DELETE", "files",         "files.delete",  {"path": "paths"}, False),
     ("PUT",    "restart",       "restart",       {}, False),
