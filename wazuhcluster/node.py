@@ -194,7 +194,7 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
         def toWorker(name: str) -> object:
             connection = fleet.workers.get(name)
             if connection is None:
-                raise ApiError(3022, name, status=404)
+                raise ApiError(3022, name)
             return connection
 
         calls = NodeCalls(local, reactor, toWorker, isMaster=True)
@@ -228,7 +228,7 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
 
         def toMaster(name: str) -> object:
             if link.connection is None:
-                raise ApiError(3023, status=503)
+                raise ApiError(3023)
             return link.connection
 
         calls = NodeCalls(local, reactor, toMaster, isMaster=False)

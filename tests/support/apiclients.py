@@ -30,6 +30,9 @@ def ask(port: int, method: str, path: str, body: bytes = b"", auth: tuple[str, s
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0))
     try:
         headers = {"Authorization": basic(*auth)} if auth else {}
+        if body:
+            # The files endpoints take only these, as the 3.x API does (804).
+            headers["Content-Type"] = "application/octet-stream"
         connection.request(method, path, body=body or None, headers=headers)
         response = connection.getresponse()
         raw = response.read()

@@ -21,7 +21,7 @@ behind when it refuses.  Covered:
    L{wazuhcluster.sync.transfer.PathListSink} and C{jsonObject};
  - L{wazuhcluster.agents.clientkeys.parseClientKeys};
  - L{wazuhcluster.config} and L{wazuhcluster.internal_options} on any text;
- - L{wazuhcluster.api.envelope.listOf} with any query.
+ - L{wazuhcluster.api.filters}: the list parameters and the C{q} language with any query.
 
 Time is bounded: every property runs a modest number of examples (the whole
 module takes well under a minute on two cores), with no deadline per example
@@ -72,7 +72,8 @@ from tests.support.memorynet import MasterHarness, MemoryNetwork, settings as li
 from tests.unit.test_sync_bundle import deleteRecord, endRecord, fileRecord, pieces
 from wazuhcluster.agents.agentinfo import AGENT_INFO_FOLDER, MAX_STATUS_SIZE, parseStatusFileName
 from wazuhcluster.agents.clientkeys import AgentKey, ClientKeys, LineKind, ipProblem, parseClientKeys
-from wazuhcluster.api.envelope import ApiError, listOf
+from wazuhcluster.api.envelope import ApiError
+from wazuhcluster.api.filters import LIST_PARAMETERS, ListQuery, checkParameters, parseQuery
 from wazuhcluster.config import ConfigError, load_cluster_config, parse_cluster_config, read_config_text
 from wazuhcluster.home import WazuhHome
 from wazuhcluster.internal_options import (
@@ -1315,9 +1316,10 @@ queryValue = st.one_of(
     st.from_regex(r"-?[0-9]{1,5}", fullmatch=True),
     st.lists(st.one_of(st.sampled_from(FIELDS), st.text(max_size=5)).map(lambda f: f"{'+-'[len(f) % 2]}{f}"), max_size=3).map(",".join),
     st.lists(st.one_of(st.sampled_from(FIELDS), st.text(max_size=5)), max_size=3).map(",".join),
+    st.from_regex(r"\(?(id|name|status|x)(=|!=|<|>|~|==)[a-z0-9 ]{0,4}\)?([;,]\(?(ip|node_name)(=|~)[0-9.]{0,4}\)?){0,3}", fullmatch=True),
 )
 listQuery = st.dictionaries(
-    st.one_of(st.sampled_from(["offset", "limit", "search", "sort", "select", "pretty"]), st.text(max_size=5)),
+    st.one_of(st.sampled_from(["offset", "limit", "search", "sort", "select", "q", "pretty"]), st.text(max_size=5)),
     queryValue,
     max_size=6,
 )
@@ -1334,9 +1336,10 @@ listItems = st.lists(
 class EnvelopeFuzz(SynchronousTestCase):
     @fuzz(2)
     @given(listItems, listQuery)
-    def test_listOf(self, items: list[dict[str, Any]], query: dict[str, str]) -> None:
+    def test_listQuery(self, items: list[dict[str, Any]], query: dict[str, str]) -> None:
         try:
-            page = listOf(items, query, FIELDS)
+            checkParameters(query, {**LIST_PARAMETERS, "pretty": "text"})
+            page = ListQuery.fromQuery(query).page(items, FIELDS)
         except ApiError as e:
             self.assertIsInstance(e.code, int)
             self.assertIsInstance(e.body()["message"], str)
@@ -1344,6 +1347,15 @@ class EnvelopeFuzz(SynchronousTestCase):
         self.assertLessEqual(page["totalItems"], len(items))
         self.assertLessEqual(len(page["items"]), page["totalItems"])
         json.dumps(page)
+
+    @fuzz(2)
+    @given(st.text(max_size=40, alphabet=st.sampled_from("ab.=!<>~;,() 1\u00e9")))
+    def test_queryLanguage(self, text: str) -> None:
+        """Any text parses, or is refused with 1407 or 1409: never another exception."""
+        try:
+            parseQuery(text)
+        except ApiError as e:
+            self.assertIn(e.code, (1407, 1409))
 
 
 # ---------------------------------------------------------------------------

@@ -180,7 +180,7 @@ class BlobStore:
         owner = _owner(connection) if connection is not None else None
         entry = self._blobs.get(blobID)
         if entry is None or (owner is not None and entry[2] is not owner):
-            raise ApiError(600, "the body of the request did not arrive", status=500)
+            raise ApiError(3, "the body of the request did not arrive")
         del self._blobs[blobID]
         data, expiry, owner = entry
         if expiry.active():
@@ -301,7 +301,7 @@ class NodeCalls:
         except ApiError:
             raise
         except Exception as e:
-            raise ApiError(3021, f"node {node}: {e or type(e).__name__}", status=504) from None
+            raise ApiError(3021, f"node {node}: {e or type(e).__name__}") from None
         data = self.blobs.take(answer["result_blob"], connection) if answer["result_blob"] else answer["result"]
         return json.loads(data)
 
@@ -323,13 +323,13 @@ class NodeCalls:
                 raise refusedDirection(operation)
             self.log.info("Node call {operation} on {node} from {peer}.", operation=operation, node=node[:64], peer=peer)
             if node != self.nodeName and not self.isMaster:
-                raise ApiError(3022, node, status=404)
+                raise ApiError(3022, node)
             try:
                 parsed = json.loads(arguments)
             except ValueError:
-                raise ApiError(600, "the call's arguments are not JSON") from None
+                raise ApiError(3, "the call's arguments are not JSON") from None
             if not isinstance(parsed, dict):
-                raise ApiError(600, "the call's arguments are not a JSON object")
+                raise ApiError(3, "the call's arguments are not a JSON object")
             data = await self.call(node, operation, parsed, body)
         except ApiError as e:
             raise NodeCallFailed(json.dumps({"code": e.code, "message": e.message, "status": e.status})) from None
@@ -345,15 +345,15 @@ class NodeCallResponders(amp.CommandLocator):
     def _nodeCall(self, node: str, operation: str, arguments: str, body: bytes, body_blob: str) -> Deferred:
         calls = getattr(getattr(self, "factory", None), "nodeCalls", None)
         if calls is None or not getattr(self, "joined", False):
-            raise NodeCallFailed(json.dumps({"code": 3022, "message": "this node takes no API calls", "status": 404}))
+            raise NodeCallFailed(json.dumps({"code": 3022, "message": "this node takes no API calls", "status": 200}))
         return Deferred.fromCoroutine(calls.answer(self, node, operation, arguments, body, body_blob))
 
 
 def _errorFrom(description: str) -> ApiError:
     try:
         detail = json.loads(description)
-        error = ApiError(int(detail["code"]), status=int(detail.get("status", 400)))
+        error = ApiError(int(detail["code"]), status=int(detail["status"]) if "status" in detail else None)
         error.message = str(detail["message"])
         return error
     except (ValueError, KeyError, TypeError):
-        return ApiError(3021, description[:200], status=502)
+        return ApiError(3021, description[:200])

@@ -1,30 +1,47 @@
 """
-Routing API requests to their handlers, and turning what handlers return
-(or raise) into the Wazuh envelope.
+Routing API requests to their handlers, checking their parameters as the
+Wazuh 3.x API does, and turning what handlers return (or raise) into the
+Wazuh envelope.
 
-The routes are one table of C{(method, pattern)}: a pattern is a path whose
-C{:name} segments capture that segment.  The table is also what the OpenAPI
-document in C{docs/} is checked against.  Fifteen routes do not need a
-routing framework: this is a dozen lines and keeps twisted.web's own
-request model.
+The routes are one table (L{wazuhcluster.api.endpoints.routes}): method,
+pattern, handler, where it runs, and the query parameters it takes with
+their 3.x types.  A pattern is a path whose C{:name} segments capture that
+segment.  As in 3.x (Express), the first route of the table that matches a
+path wins, so C{/cluster/nodes/info} is the node named C{info}, never the
+C{info} of a node named C{nodes}.  Everything about parameters happens here,
+before a handler runs: an unknown parameter is 604, a value of the wrong
+type its type's code, and a list route's C{offset}, C{limit}, C{sort},
+C{search}, C{select} and C{q} are parsed into the call's L{ListQuery}.
+The table is also what the OpenAPI document in C{docs/} is checked against.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 from urllib.parse import parse_qsl, unquote
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .envelope import ApiError, render, success
+from .filters import LIST_PARAMETERS, ListQuery, checkParameter, checkParameters
 
 #: Largest request body taken.
 MAX_BODY = 17 * 1024 * 1024
+
+#: Where a route runs: on the node that took the request, on the master
+#: (a worker asks it over its cluster link), or on the node the path names.
+HERE, MASTER, NAMED_NODE = "this node", "master", ":node_id"
+
+#: Parameters every request may carry, taken by the router.
+ENVELOPE_PARAMETERS = {"pretty": "text", "wait_for_complete": "boolean"}
+
+#: The 3.x type of each path parameter.
+PATH_PARAMETERS = {"node_id": "names", "node_name": "names", "agent_id": "numbers"}
 
 
 @frozen
@@ -36,15 +53,17 @@ class Call:
     params: dict[str, str]
     query: dict[str, str]
     body: bytes
+    contentType: str = ""
+    listQuery: ListQuery = field(factory=ListQuery)
 
     def json(self) -> dict[str, Any]:
-        """The body as a JSON object; error 605 if it is not one."""
+        """The body as a JSON object; error 614 if it is not one."""
         try:
             value = json.loads(self.body or b"{}")
         except ValueError:
-            raise ApiError(605) from None
+            raise ApiError(614, "The body is not valid JSON") from None
         if not isinstance(value, dict):
-            raise ApiError(605, "the body must be a JSON object")
+            raise ApiError(614, "The body must be a JSON object")
         return value
 
 
@@ -53,9 +72,18 @@ Handler = Callable[[Call], Awaitable[Any]]
 
 @frozen
 class Route:
+    """
+    One row of the route table.  C{parameters} are the query parameters the
+    route takes (name -> 3.x type); a C{listed} route also takes the list
+    parameters.
+    """
+
     method: str
     pattern: str
     handler: Handler
+    where: str = HERE
+    parameters: Mapping[str, str] = field(factory=dict)
+    listed: bool = False
 
     def match(self, segments: Sequence[str]) -> dict[str, str] | None:
         parts = self.pattern.strip("/").split("/") if self.pattern != "/" else []
@@ -70,6 +98,18 @@ class Route:
             elif part != segment:
                 return None
         return params
+
+    @property
+    def allParameters(self) -> dict[str, str]:
+        """Every query parameter of the route, with its type."""
+        return {**(LIST_PARAMETERS if self.listed else {}), **self.parameters}
+
+    def check(self, params: Mapping[str, str], query: Mapping[str, str]) -> ListQuery:
+        """Check the request's parameters; its list parameters, parsed."""
+        for name, value in params.items():
+            checkParameter(name, value, PATH_PARAMETERS.get(name, "names"))
+        checkParameters(query, self.allParameters)
+        return ListQuery.fromQuery(query) if self.listed else ListQuery()
 
 
 class ApiResource(Resource):
@@ -96,20 +136,29 @@ class ApiResource(Resource):
         method = request.method.decode("ascii", "replace")
         if method == "HEAD":
             method = "GET"  # twisted.web sends the headers only
-        found = [(r, p) for r in self.routes if (p := r.match(segments)) is not None]
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
-        if not found:
-            return self._fail(request, ApiError(603, path, status=404), pretty)
+        found = [(r, p) for r in self.routes if (p := r.match(segments)) is not None]
         chosen = next(((r, p) for r, p in found if r.method == method), None)
         if chosen is None:
+            # 3.x answers 603 for a path without this method too; Allow says which it has.
             allowed = ", ".join(sorted({r.method for r, _ in found}))
-            request.setHeader(b"allow", allowed.encode())
-            return self._fail(request, ApiError(604, f"{method} {path}; allowed: {allowed}", status=405), pretty)
+            if allowed:
+                request.setHeader(b"allow", allowed.encode())
+            detail = f"{method} {path}" + (f" (this URL takes {allowed})" if allowed else "")
+            return self._fail(request, ApiError(603, detail), pretty)
         route, params = chosen
         body = request.content.read(MAX_BODY + 1) if request.content is not None else b""
         if len(body) > MAX_BODY:
-            return self._fail(request, ApiError(600, f"the body is larger than {MAX_BODY} bytes", status=413), pretty)
-        call = Call(method, path, params, query, body)
+            return self._fail(request, ApiError(614, f"The body is larger than {MAX_BODY} bytes", status=413), pretty)
+        contentType = (request.getHeader(b"content-type") or b"").decode("latin-1").split(";")[0].strip().lower()
+        try:
+            for name, kind in ENVELOPE_PARAMETERS.items():
+                if name in query:
+                    checkParameter(name, query.pop(name), kind)
+            listQuery = route.check(params, query)
+        except ApiError as e:
+            return self._fail(request, e, pretty)
+        call = Call(method, path, params, query, body, contentType, listQuery)
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
 
@@ -120,7 +169,8 @@ class ApiResource(Resource):
                 status, answer = e.status, e.body()
             except Exception:
                 self.log.failure("The API could not answer {method} {path}", method=method, path=path)
-                status, answer = 500, ApiError(1000, status=500).body()
+                error = ApiError(3, "see the node's cluster.log")
+                status, answer = error.status, error.body()
             else:
                 status, answer = 200, success(data)
             if not gone:  # the client may have gone meanwhile
