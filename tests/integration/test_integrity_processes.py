@@ -551,9 +551,10 @@ def test_control_shows_each_workers_last_sync(cluster: Cluster) -> None:
     """
     ``cluster_control -i more`` on the master (and on the worker, which asks
     the master) shows the last sync of a worker: its dates and its counts,
-    "N missing" for the ruleset sent to a fresh worker, then "1 shared,
-    1 extra, 1 extra valid" after a rule edited on the master, a rule and an
-    unknown agent's group file written on the worker.
+    "N missing" for the ruleset sent to a fresh worker, then "1 shared"
+    for a rule edited on the master (synced at once), then "1 extra, 1 extra
+    valid" for a rule and an unknown agent's group file written on the
+    worker (found by its next timed check).
 
     The worker syncs every 4 s here (not 1 s), so that each sync's counts
     stay on show long enough to be read; it logs at debug level, to tell
@@ -578,19 +579,27 @@ def test_control_shows_each_workers_last_sync(cluster: Cluster) -> None:
     wait_synced([worker], ruleset, alive=[master, worker])
 
     # Right after a cycle (the worker logs its in-sync rounds at debug level),
-    # change both sides; the edit on the master wakes the worker at once.
+    # a rule edited on the master wakes the worker at once: that check starts
+    # from the worker's last scan, and moves the one file.
     mark = worker.mark()
     worker.wait_log(f"Files in sync with the master ({len(ruleset)} files).", since=mark, timeout=10)
-    put(worker.home, "etc/rules/worker_only_rules.xml", "written on the worker\n")
-    put(worker.home, "queue/agent-groups/005", "default\n")
     rule = "etc/rules/0010-rules_config.xml"
     (master.home / rule).write_bytes((master.home / rule).read_bytes() + b"<!-- edited -->\n")
-    second = wait_for(lambda: shows("1 shared, 0 missing, 1 extra, 1 extra valid"),
-                      "the second sync's counts", timeout=10, interval=0.3, alive=[master, worker])
+    second = wait_for(lambda: shows("1 shared, 0 missing, 0 extra, 0 extra valid"),
+                      "the pushed sync's counts", timeout=10, interval=0.3, alive=[master, worker])
     start2, end2 = sync_dates(second)
     assert end_time <= start2 <= end2 <= time.time() + 1, second
+    assert md5_file(worker.home / rule) == md5_file(master.home / rule)
+    # Files written on the worker are found by its next timed check, which
+    # walks its whole table.
+    put(worker.home, "etc/rules/worker_only_rules.xml", "written on the worker\n")
+    put(worker.home, "queue/agent-groups/005", "default\n")
+    third = wait_for(lambda: shows("0 shared, 0 missing, 1 extra, 1 extra valid"),
+                     "the timed sync's counts", timeout=10, interval=0.3, alive=[master, worker])
+    start3, end3 = sync_dates(third)
+    assert end2 <= start3 <= end3 <= time.time() + 1, third
     assert integrity_of(worker, "worker1")["Files"] in (
-        "1 shared, 0 missing, 1 extra, 1 extra valid",
+        "0 shared, 0 missing, 1 extra, 1 extra valid",
         "0 shared, 0 missing, 0 extra, 1 extra valid",  # if the next cycle came meanwhile
     )
     assert not (worker.home / "etc/rules/worker_only_rules.xml").exists()
