@@ -46,7 +46,6 @@ import argparse
 import json
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,7 @@ import threading
 import time
 
 from figures import Results, freePort  # bench/figures.py: first, it puts the checkout on sys.path
-from processes import Node, dropTree, stopAll  # bench/processes.py
+from processes import FAST_CYCLES, Node, dropTree, stopAll  # bench/processes.py
 
 # The clients of this checkout's tests (standard library only), whatever
 # tree PYTHONPATH puts first for the daemon.
@@ -63,15 +62,7 @@ import apiclients  # noqa: E402  (tests/support/apiclients.py)
 
 from wazuhcluster.api.users import ApiUsers  # noqa: E402  (the same users file format in every build)
 
-#: Fast sync cycles, options every build knows.
-OPTIONS = {
-    "keep_alive": 1,
-    "check_worker_lastkeepalive": 1,
-    "max_allowed_time_without_keepalive": 10,
-    "connection_retry": 1,
-    "sync_integrity": 1,
-    "recalculate_integrity": 1,
-}
+OPTIONS = FAST_CYCLES
 
 USER, PASSWORD = "bench", "a bench password"
 FD_LIMIT = 1024

@@ -43,22 +43,14 @@ import tempfile
 import time
 
 from figures import Results, freePort  # bench/figures.py: first, it puts the checkout on sys.path
-from processes import Node, dropTree, stopAll  # bench/processes.py
+from processes import FAST_CYCLES, Node, dropTree, stopAll  # bench/processes.py
 
 # The strangers of this checkout's tests (standard library only), whatever
 # tree PYTHONPATH puts first for the daemon.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "support"))
 import strangers  # noqa: E402  (tests/support/strangers.py)
 
-#: Fast sync cycles and keep-alives, options every build knows.
-OPTIONS = {
-    "keep_alive": 1,
-    "check_worker_lastkeepalive": 1,
-    "max_allowed_time_without_keepalive": 10,
-    "connection_retry": 1,
-    "sync_integrity": 1,
-    "recalculate_integrity": 1,
-}
+OPTIONS = FAST_CYCLES
 
 PER_ADDRESS = 10
 

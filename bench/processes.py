@@ -29,6 +29,17 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLUSTER = "benchcluster"
 MASTER_NAME = "bench-master"
 
+#: One-second cycles and keep-alives, with options every build knows (the
+#: attack benches run the same nodes against older trees).
+FAST_CYCLES = {
+    "keep_alive": 1,
+    "check_worker_lastkeepalive": 1,
+    "max_allowed_time_without_keepalive": 10,
+    "connection_retry": 1,
+    "sync_integrity": 1,
+    "recalculate_integrity": 1,
+}
+
 
 # ---------------------------------------------------------------------------
 # /proc figures of a process.
