@@ -53,7 +53,7 @@ import threading
 import time
 
 from figures import Results, freePort  # bench/figures.py: first, it puts the checkout on sys.path
-from processes import FAST_CYCLES, Node, dropTree, stopAll  # bench/processes.py
+from processes import FAST_CYCLES, Node, dropTree, stopAll, waitFor  # bench/processes.py
 
 # The clients of this checkout's tests (standard library only), whatever
 # tree PYTHONPATH puts first for the daemon.
@@ -81,23 +81,6 @@ def daemonTree() -> str:
         [sys.executable, "-c", "import os, wazuhcluster; print(os.path.dirname(os.path.dirname(wazuhcluster.__file__)))"],
         capture_output=True, text=True, cwd=tempfile.gettempdir(), timeout=30,
     ).stdout.strip()
-
-
-def logText(node: Node) -> str:
-    try:
-        with open(node.log, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def waitFor(condition, timeout: float) -> float | None:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    return None
 
 
 def rate(port: int, clients: int, seconds: float) -> tuple[float, int]:
@@ -179,7 +162,7 @@ def main() -> None:
         master.start()
         master.waitListening()
         worker.start()
-        if waitFor(lambda: f"Worker {worker.name} connected" in logText(master), 60) is None:
+        if waitFor(lambda: f"Worker {worker.name} connected" in master.log_text(), 60) is None:
             raise RuntimeError("the worker did not join in 60 s")
         if waitFor(lambda: apiclients.ask(apiPort, "GET", "/cluster/node", auth=(USER, PASSWORD))[0] == 200, 30) is None:
             raise RuntimeError("the API does not answer")
@@ -251,7 +234,7 @@ def main() -> None:
 
         if "4" not in skip:
             results.section(f"4. Slowloris: {args.slow} slow connections (32 per address)")
-            mark = len(logText(master))
+            mark = len(master.log_text())
             fds0 = apiclients.open_fds(master.pid)
             results.add("master's descriptors before (limit)", f"{fds0} ({FD_LIMIT})")
             peak = [fds0]
@@ -277,7 +260,7 @@ def main() -> None:
             results.add("master's descriptors, peak", str(peak[0]))
             results.add("rule written during the attack reached the worker",
                         f"after {arrived[0] - written[0]:.1f} s" if arrived and written else "no (within 30 s)")
-            text = logText(master)[mark:]
+            text = master.log_text()[mark:]
             results.add("'Too many open files' lines in cluster.log", str(text.count("Too many open files")))
             results.add("worker disconnected during the attack", "yes" if "disconnected" in text else "no")
             time.sleep(2)

@@ -43,7 +43,7 @@ import tempfile
 import time
 
 from figures import Results, freePort  # bench/figures.py: first, it puts the checkout on sys.path
-from processes import FAST_CYCLES, Node, dropTree, stopAll  # bench/processes.py
+from processes import FAST_CYCLES, Node, dropTree, stopAll, waitFor  # bench/processes.py
 
 # The strangers of this checkout's tests (standard library only), whatever
 # tree PYTHONPATH puts first for the daemon.
@@ -65,24 +65,6 @@ def daemonTree() -> str:
 
 def memory(node: Node) -> tuple[int, int, int]:
     return node.rss() or 0, node.uss() or 0, node.hwm() or 0
-
-
-def logText(node: Node) -> str:
-    try:
-        with open(node.log, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def waitFor(condition, timeout: float) -> float | None:
-    """Seconds until C{condition()} holds, or None after C{timeout}."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    return None
 
 
 def main() -> None:
@@ -114,14 +96,14 @@ def main() -> None:
         master.waitListening()
         for worker in workers:
             worker.start()
-        joined = waitFor(lambda: all(f"Worker {w.name} connected" in logText(master) for w in workers), 60)
+        joined = waitFor(lambda: all(f"Worker {w.name} connected" in master.log_text() for w in workers), 60)
         if joined is None:
             raise RuntimeError("the workers did not join in 60 s")
         time.sleep(3)  # first syncs
         rss0, uss0, hwm0 = memory(master)
         results.add("master before (RSS / USS / peak)", f"{rss0 / 1024:.1f} / {uss0 / 1024:.1f} / {hwm0 / 1024:.1f} MB")
-        masterMark = len(logText(master))
-        workerMarks = [len(logText(w)) for w in workers]
+        masterMark = len(master.log_text())
+        workerMarks = [len(w.log_text()) for w in workers]
 
         addresses = strangers.source_addresses(-(-args.connections // PER_ADDRESS))
         for round_ in range(1, args.rounds + 1):
@@ -170,8 +152,8 @@ def main() -> None:
                 os.path.exists(os.path.join(w.home, "etc", "rules", f"bench_preauth_rule{round_}.xml")) for w in workers), 60)
             results.add("rule written during the attack reached every worker",
                         "no (60 s)" if ruleArrived is None else f"yes, {time.monotonic() - ruleAt:.1f} s after it was written")
-            lost = sum(logText(w)[mark:].count("Lost connection") for w, mark in zip(workers, workerMarks))
-            gone = logText(master)[masterMark:].count("disconnected")
+            lost = sum(w.log_text()[mark:].count("Lost connection") for w, mark in zip(workers, workerMarks))
+            gone = master.log_text()[masterMark:].count("disconnected")
             results.add("workers that lost their connection", f"{lost} (master saw {gone} disconnections)")
 
             results.section(f"Round {round_}: after the strangers close")
@@ -185,7 +167,7 @@ def main() -> None:
 
         results.section("Authenticate flood (no nonce)")
         logBefore = os.path.getsize(master.log)
-        linesBefore = logText(master).count("\n")
+        linesBefore = master.log_text().count("\n")
         floodFrom = strangers.source_addresses(len(addresses) + args.flood_addresses)[len(addresses):]
         count = 0
         started = time.monotonic()
@@ -203,7 +185,7 @@ def main() -> None:
             count += 1
         elapsed = time.monotonic() - started
         time.sleep(0.5)
-        text = logText(master)
+        text = master.log_text()
         grown = os.path.getsize(master.log) - logBefore
         results.add("connections", f"{count} in {elapsed:.1f} s ({count / elapsed:.0f}/s)")
         results.add("cluster.log growth", f"{grown / 1024:.1f} KB ({grown / elapsed / 1024:.1f} KB/s),"

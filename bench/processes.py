@@ -280,6 +280,16 @@ def exitOnTerminate() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+def waitFor(condition: Callable[[], object], timeout: float) -> float | None:
+    """Seconds until C{condition()} holds (polled every 0.1 s), or None after C{timeout}."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    return None
+
+
 def stopAll(nodes: Iterable[Node]) -> None:
     """Stop every node, even when stopping one fails."""
     failure = None

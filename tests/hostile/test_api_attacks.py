@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
-from typing import Iterator
 
-import pytest
 import yaml
 
 from lab.nodes import Cluster, Node, free_port, port_is_bindable, wait_for
@@ -42,14 +39,6 @@ LIMITS = {
     "access": {"max_connections": 40, "max_connections_per_address": 8, "max_login_attempts": 10},
 }
 
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.cleanup()
 
 
 def start(cluster: Cluster) -> tuple[Node, Node, int]:

@@ -24,10 +24,6 @@ standard library's (L{tests.support.strangers}), not the project's code.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 from lab.nodes import Cluster, FAST_OPTIONS, Node, wait_for
 from lab.trees import AGENT_OPTIONS, client_keys, control_agents, md5_file, put
@@ -54,14 +50,6 @@ SYNC_OPTIONS: dict[str, float | int | str] = {
 #: capped their number: the 60 below held 60 MiB and more).
 MEMORY_GROWTH_LIMIT_KB = 16 * 1024
 
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.cleanup()
 
 
 def rss_kb(node: Node) -> int:
