@@ -51,6 +51,7 @@ from ..agents.status import AgentRecord, AgentState, ReportingNodes, activeByNod
 from ..files import writeFileAtomically
 from ..home import WazuhHome
 from ..internal_options import InternalOptions
+from ..metrics.registry import AGENT_COUNTS_MAX_AGE
 from ..protocol.agentcommands import ListAgents, RegistryRefused
 from ..protocol.stream import SinkFactory, StreamRefused
 from ..stats import NodeStats
@@ -213,6 +214,8 @@ class MasterAgentInfo(Service):
         self._making: dict[bool, list[Deferred[list[AgentRecord]]]] = {}
         #: Listings read page by page, by name, and when each was made.
         self._named: dict[str, tuple[float, list[AgentRecord]]] = {}
+        #: The listing last counted for the metrics.
+        self._counted: list[AgentRecord] | None = None
         #: The agents of a named listing that pass a client's filters.
         self._filtered: dict[tuple[str, frozenset[str], frozenset[str]], list[AgentRecord]] = {}
 
@@ -430,6 +433,16 @@ class MasterAgentInfo(Service):
             name = ""
         return {"agents": page, "total": len(chosen), "listing": name}
 
+    async def countForMetrics(self) -> None:
+        """
+        Give the node's metrics the agents by status, from a listing at most
+        L{AGENT_COUNTS_MAX_AGE} seconds old (counted once per listing).
+        """
+        records = await self.listing(maxAge=AGENT_COUNTS_MAX_AGE)
+        if records is not self._counted:
+            self._counted = records
+            self.stats.metrics.countAgents(record.status for record in records)
+
     async def activeAgents(self) -> dict[str, int]:
         """How many agents are active on each node, from a listing at most a few seconds old."""
         return activeByNode(await self.listing(maxAge=2.0))
@@ -477,6 +490,7 @@ class _StatusSink:
                 raise
             self.master.stats.count("agentinfo_syncs")
             self.master.stats.count("agentinfo_statuses_received", counts["written"] + counts["same"])
+            self.master.stats.metrics.agentInfoUpdates.labels(worker=self.node).inc(counts["written"] + counts["same"])
             status = self.status
             status.running, status.date_end = False, self.master.clock.seconds()
             status.total = len(self.inbox.statuses)
