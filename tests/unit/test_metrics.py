@@ -60,7 +60,7 @@ class RoleTests(SynchronousTestCase):
         clock.advance(1000)
         workers = {"worker1": _Worker(990.0), "worker2": _Worker(1000.0)}
         metrics.watchWorkers(lambda: workers, clock.seconds)
-        metrics.countAgents(["Active", "Active", "Never connected", "Disconnected"])
+        metrics.countAgents({"Active": 2, "Never connected": 1, "Disconnected": 1})
         found = samples(metrics)
 
         self.assertEqual(found["wazuhcluster_integrity_syncs_total"], {
@@ -147,7 +147,7 @@ class RoleTests(SynchronousTestCase):
 
         async def refresh() -> None:
             await waiting
-            metrics.countAgents(["Pending"])
+            metrics.countAgents({"Pending": 1})
 
         metrics.beforeScrape.append(refresh)
         pages: list[bytes] = []

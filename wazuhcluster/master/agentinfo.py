@@ -47,11 +47,12 @@ from twisted.logger import Logger
 from ..agents.agentinfo import AGENT_INFO_FOLDER, MAX_STATUS_SIZE, parseStatusFileName, statusFileName
 from ..agents.clientkeys import AgentKey, readClientKeys
 from ..agents.registry import AgentRegistry
+from ..agents.statuscounts import StatusCounts
 from ..agents.status import AgentRecord, AgentState, ReportingNodes, activeByNode, listAgents
 from ..files import writeFileAtomically
 from ..home import WazuhHome
 from ..internal_options import InternalOptions
-from ..metrics.registry import AGENT_COUNTS_MAX_AGE
+from ..metrics.registry import AGENT_COUNTS_RESYNC
 from ..protocol.agentcommands import ListAgents, RegistryRefused
 from ..protocol.stream import SinkFactory, StreamRefused
 from ..stats import NodeStats
@@ -205,6 +206,8 @@ class MasterAgentInfo(Service):
         self.nodes = ReportingNodes(home.path("queue", "cluster", "agent-nodes.json"))
         self.registered = _RegisteredAgents(self.registry.keysPath)
         self.statuses: dict[str, AgentInfoStatus] = {}
+        #: The agents by status, for the metrics (rebuilt from each listing).
+        self.statusCounts = StatusCounts(options.agent_disconnection_time)
         self._applying = DeferredLock()
         #: The node's counters (the builder hands over the node's own).
         self.stats = NodeStats()
@@ -214,8 +217,6 @@ class MasterAgentInfo(Service):
         self._making: dict[bool, list[Deferred[list[AgentRecord]]]] = {}
         #: Listings read page by page, by name, and when each was made.
         self._named: dict[str, tuple[float, list[AgentRecord]]] = {}
-        #: The listing last counted for the metrics.
-        self._counted: list[AgentRecord] | None = None
         #: The agents of a named listing that pass a client's filters.
         self._filtered: dict[tuple[str, frozenset[str], frozenset[str]], list[AgentRecord]] = {}
 
@@ -256,13 +257,22 @@ class MasterAgentInfo(Service):
         """Take the statuses worker C{node} sent; returns what became of them."""
         await self._applying.acquire()
         try:
-            return await self.runInThread(self._applyBlocking, node, statuses, self.clock.seconds())
+            now = self.clock.seconds()
+            changes: list[tuple[str, float, bool]] = []
+            counts = await self.runInThread(self._applyBlocking, node, statuses, now, changes)
+            self.statusCounts.update(changes, now)
+            return counts
         finally:
             self._applying.release()
 
     def _applyBlocking(
-        self, node: str, statuses: Sequence[tuple[str, float, bytes]], now: float
+        self, node: str, statuses: Sequence[tuple[str, float, bytes]], now: float,
+        changes: list[tuple[str, float, bool]] | None = None,
     ) -> dict[str, int]:
+        """
+        Write the statuses newer than the master's (blocking); each written
+        is added to C{changes} as (file name, keep-alive, whether empty).
+        """
         registered = self.registered.byStatusName()
         folder = self.home.path(AGENT_INFO_FOLDER)
         counts = {"written": 0, "same": 0, "older": 0, "unknown": 0, "future": 0}
@@ -300,6 +310,8 @@ class MasterAgentInfo(Service):
                 else:
                     writeFileAtomically(path, content, 0o660, durable=False, mtimeNs=received)
                 counts["written"] += 1
+                if changes is not None:
+                    changes.append((fileName, received / 1e9, not content))
             else:
                 counts["same"] += 1
             self.nodes.record(fileName, node, received)
@@ -324,6 +336,8 @@ class MasterAgentInfo(Service):
 
     def registryChanged(self) -> Deferred[None]:
         """client.keys changed: forget removed agents, remove their files, report bad lines."""
+
+        self.statusCounts.invalidate()
 
         def clean() -> tuple[list[str], list[str]]:
             removed, warnings = self.registry.removeFilesOfUnregistered()
@@ -368,6 +382,9 @@ class MasterAgentInfo(Service):
 
         def made(records: list[AgentRecord]) -> None:
             self._recent[details] = (now, records)
+            built = self.statusCounts.builtAt
+            if built is None or built <= now:
+                self.statusCounts.rebuild(records, now)
             for w in self._making.pop(details, []):
                 w.callback(records)
 
@@ -435,13 +452,14 @@ class MasterAgentInfo(Service):
 
     async def countForMetrics(self) -> None:
         """
-        Give the node's metrics the agents by status, from a listing at most
-        L{AGENT_COUNTS_MAX_AGE} seconds old (counted once per listing).
+        Give the node's metrics the agents by status (L{StatusCounts}),
+        after a full listing when the counts were last rebuilt more than
+        L{AGENT_COUNTS_RESYNC} seconds ago, or the registry changed since.
         """
-        records = await self.listing(maxAge=AGENT_COUNTS_MAX_AGE)
-        if records is not self._counted:
-            self._counted = records
-            self.stats.metrics.countAgents(record.status for record in records)
+        built = self.statusCounts.builtAt
+        if built is None or self.clock.seconds() - built > AGENT_COUNTS_RESYNC:
+            await self.listing()
+        self.stats.metrics.countAgents(self.statusCounts.counts(self.clock.seconds()))
 
     async def activeAgents(self) -> dict[str, int]:
         """How many agents are active on each node, from a listing at most a few seconds old."""

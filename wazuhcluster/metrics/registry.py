@@ -9,11 +9,11 @@ and never waits for I/O.
 
 What is a state rather than an event (the workers connected, the age of
 their keep-alives, the agents by status, the thread pool's queue) is read
-when Prometheus scrapes, from the live objects the builder points this at:
-nothing is kept up to date in between.  Only the agent counts need a file
-walk; they come from the master's agent listing, the one C{cluster_control
--a} and the API share, reused while it is at most L{AGENT_COUNTS_MAX_AGE}
-seconds old and made in a thread when it is older.
+when Prometheus scrapes, from the live objects the builder points this at.
+The agent counts come from the master's L{StatusCounts}, which each status
+taken from a worker moves and each full agent listing rebuilds; a scrape
+makes a listing (in a thread) only when none was made for
+L{AGENT_COUNTS_RESYNC} seconds.
 
 A registry of its own, not prometheus_client's global one: a test process
 runs several nodes, and each must show only its own figures.
@@ -21,14 +21,13 @@ runs several nodes, and each must show only its own figures.
 
 from __future__ import annotations
 
-import collections
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
-__all__ = ["AGENT_COUNTS_MAX_AGE", "AGENT_STATUSES", "CONTENT_TYPE", "NodeMetrics"]
+__all__ = ["AGENT_COUNTS_RESYNC", "AGENT_STATUSES", "CONTENT_TYPE", "NodeMetrics"]
 
 # No C{*_created} series beside each counter and histogram: nothing reads
 # them (the text format has no use for them) and they double a scrape's size.
@@ -40,8 +39,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: The agent statuses, as C{cluster_control -a} writes them; each is always shown.
 AGENT_STATUSES = ("Active", "Disconnected", "Never connected", "Pending")
 
-#: How old (seconds) the agent listing behind C{wazuhcluster_agents} may be.
-AGENT_COUNTS_MAX_AGE = 30.0
+#: Seconds after which a scrape rebuilds the agent counts from a full listing
+#: (what the master does not see itself: statuses written by other programs).
+AGENT_COUNTS_RESYNC = 300.0
 
 #: Integrity checks take from a millisecond (in sync: two digests compared)
 #: to minutes (a new worker's 50,000 files).
@@ -149,9 +149,9 @@ class NodeMetrics:
         """Whether the worker is joined to its master."""
         self._state.masterConnected = connected
 
-    def countAgents(self, statuses: Iterable[str]) -> None:
-        """The status of every agent the master knows (from its listing)."""
-        self._state.agents = collections.Counter(statuses)
+    def countAgents(self, counts: Mapping[str, int]) -> None:
+        """How many agents the master knows in each status."""
+        self._state.agents = dict(counts)
 
     # Recording, for the parts of the daemon.
 
@@ -182,7 +182,7 @@ class _LiveState:
         self.workers: Callable[[], Mapping[str, Any]] | None = None
         self.now: Callable[[], float] = lambda: 0.0
         self.masterConnected: Callable[[], bool] | None = None
-        self.agents: collections.Counter[str] | None = None
+        self.agents: dict[str, int] | None = None
 
     def describe(self) -> list[Metric]:
         # Only the names: prometheus_client checks them for clashes at registration.
