@@ -63,6 +63,7 @@ TEMPORARY_SUFFIX = ".tmp"
 FOLDER_MODE = 0o770
 
 _RANDOM_BYTES = 8
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _TEMPORARY_NAME = re.compile(
     re.escape(TEMPORARY_PREFIX) + "[0-9a-f]{%d}" % (2 * _RANDOM_BYTES) + re.escape(TEMPORARY_SUFFIX)
 )
@@ -320,7 +321,8 @@ class Stager:
         if resolved is None:
             return None
         target, mode, _ = resolved
-        target = os.path.normpath(target)
+        if "//" in target or "/." in target or not target.startswith("/") or target.endswith("/"):
+            target = os.path.normpath(target)
         folder = target[: target.rfind("/")] or "/"
         if not self._targetsChecked:
             try:
@@ -594,7 +596,7 @@ class Stager:
         Create a new temporary file in C{folder}, with C{mode} as the umask
         lets it; if the folder vanished since it was made, make it again.
         """
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        flags = _CREATE_FLAGS
         remade = False
         while True:
             # A random stem per transfer and a counter: unique in practice,
