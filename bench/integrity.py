@@ -660,7 +660,7 @@ def fullSync(
         span = max(elapsed - check[0], 1e-3)
         results.add("  transfer + staging + commit", f"{span:.1f} s ({written / span:,.0f} files/s,"
                     f" {size / span / 2**20:.1f} MB/s of content)")
-    results.add("  ratio sync / cp -a", f"**{elapsed / cpT:.0f}x**  (/ cp -a + sync: {elapsed / (cpT + syncT):.0f}x)")
+    results.add("  ratio sync / cp -a", f"**{elapsed / cpT:.1f}x**  (/ cp -a + sync: {elapsed / (cpT + syncT):.1f}x)")
     if sent:
         m = SENT.search(sent[1])
         compressed = int(m[3])

@@ -501,13 +501,13 @@ class FleetScaleTests(IntegrityTests):
         self.syncedWorker()
         self.assertEqual(os.listdir(self.masterHome.path("queue", "cluster")), [])
         self.assertEqual(len(self.masterIntegrity.bundles._bundles), 1)
-        first = next(iter(self.masterIntegrity.bundles._bundles.values()))[0]
+        first = next(iter(self.masterIntegrity.bundles._bundles.values()))
         write(self.masterHome, "etc/rules/local_rules.xml", b"<group name='local'>edited</group>\n")
         self.successResultOf(self.masterIntegrity.recalculate())
         self.sync()
         (kept,) = self.masterIntegrity.bundles._bundles.values()
-        self.assertIsNot(kept[0], first)
-        self.assertEqual(kept[0].files, 1)
+        self.assertIsNot(kept, first)
+        self.assertEqual(kept.files, 1)
 
     def test_unrequestedOrInvalidGroupFilesRefused(self) -> None:
         """

@@ -526,9 +526,11 @@ class ChangedWhileReadTests(BundleTestCase):
             def __exit__(self, *exc: object) -> None:
                 self.file.close()
 
-        def fakeOpen(path: str, *args: Any, **kwargs: Any) -> Any:
+        def fakeOpen(path: str | int, *args: Any, **kwargs: Any) -> Any:
+            # The writer opens a large file by its descriptor.
+            name = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else path
             opened = realOpen(path, *args, **kwargs)
-            return Reading(opened) if path == changing else opened
+            return Reading(opened) if name == changing else opened
 
         put(self.root, "etc/lists/changing", b"old version")
         writer = BundleWriter(files, [])
@@ -642,7 +644,7 @@ class ChangedWhileReadTests(BundleTestCase):
         reasons = dict(writer.failed)
         self.assertEqual(len(writer.failed), 5)
         self.assertEqual(reasons["etc/lists/fifo"], f"{fifo} is not a regular file")
-        self.assertIn("is a directory while opening", reasons["etc/lists/folder"])
+        self.assertEqual(reasons["etc/lists/folder"], f"{self.source} is not a regular file")
         self.assertEqual(reasons["etc/lists/\udcff"], "its name is not valid UTF-8")
         self.assertIn("(1 to 65535 can be sent)", reasons["etc/lists/" + "x" * 70_000])
 
@@ -795,3 +797,82 @@ class PropertyTests(BundleTestCase):
             with open(os.path.join(root, "etc", "lists", name), "rb") as f:
                 self.assertEqual(f.read(), content)
         self.assertEqual(temporaries(root), [])
+
+
+class ManySmallFilesTests(BundleTestCase):
+    """
+    The reader takes the small records that lie whole in a block together;
+    those cut by a block's end, the large ones and the others go field by
+    field: the outcome is the same.
+    """
+
+    def bundleOf(self, count: int) -> tuple[bytes, dict[str, bytes]]:
+        contents = {f"etc/shared/g{i % 7}/f{i:05d}": b"default\n" * (i % 5) for i in range(count)}
+        contents["etc/lists/big"] = os.urandom(bundleModule._WHOLE_FILE + 1)
+        records = [fileRecord(p.encode(), c, 1_700_000_000.0 + i) for i, (p, c) in enumerate(contents.items())]
+        put(self.root, "etc/shared/g1/gone", b"gone")
+        # A deletion among the files, and a file named again later: records apply in order.
+        records.insert(count // 2, deleteRecord(b"etc/shared/g1/gone"))
+        records.append(fileRecord(b"etc/shared/g0/f00000", b"again", 1.5))
+        contents["etc/shared/g0/f00000"] = b"again"
+        return b"".join(records) + endRecord(len(contents) + 1, 1), contents
+
+    def test_manySmallFiles(self) -> None:
+        data, contents = self.bundleOf(3000)
+        for sizes in ([65536], [1] * 50 + [1000], [4096]):
+            with self.subTest(sizes=sizes[:2]):
+                stager, reader = self.reader()
+                for piece in pieces(zlib.compress(data), sizes):
+                    reader.feed(piece)
+                result = reader.finish()
+                self.assertEqual(result.deletions, ("etc/shared/g1/gone",))
+                applied = stager.commit()
+                self.assertEqual(len(applied.written), len(contents))
+                for relpath, content in contents.items():
+                    self.assertEqual(self.read(relpath), content)
+                self.assertEqual(os.stat(self.path("etc/shared/g0/f00000")).st_mtime_ns, 1_500_000_000)
+                self.assertFalse(os.path.exists(self.path("etc/shared/g1/gone")))
+                self.assertEqual(temporaries(self.root), [])
+                put(self.root, "etc/shared/g1/gone", b"gone")
+
+    def test_damagedSmallFile(self) -> None:
+        """A small file among many whose MD5 is wrong: the bundle is refused, nothing is left."""
+        good = b"".join(fileRecord(f"etc/shared/g/f{i}".encode(), b"default\n") for i in range(100))
+        bad = fileRecord(b"etc/shared/g/bad", b"default\n", digest=md5(b"other\n"))
+        message = self.refusedBy(good + bad + good + endRecord(201, 0))
+        self.assertIn("the content of etc/shared/g/bad does not match its MD5 checksum", message)
+        self.assertFalse(os.path.exists(self.path("etc/shared/g")))
+
+    def test_refusedSmallFileSkipped(self) -> None:
+        """A small file the policy refuses, among others: skipped, its checksum still checked."""
+        records = [fileRecord(b"etc/shared/g/a", b"a"), fileRecord(b"outside/x", b"x"), fileRecord(b"etc/shared/g/b", b"b")]
+        stager, reader = self.reader()
+        reader.feed(zlib.compress(b"".join(records) + endRecord(3, 0)))
+        result = reader.finish()
+        self.assertEqual(result.files, ("etc/shared/g/a", "etc/shared/g/b"))
+        self.assertEqual([path for path, _ in result.refused], [repr("outside/x")])
+        self.assertEqual(stager.commit().written, ("etc/shared/g/a", "etc/shared/g/b"))
+        bad = fileRecord(b"outside/x", b"x", digest=md5(b"y"))
+        self.assertIn("does not match its MD5 checksum", self.refusedBy(bad + endRecord(1, 0)))
+
+    def test_smallFileChangedWhileRead(self) -> None:
+        """A small file replaced right after its one read: skipped, the others sent."""
+        files = [self.sourceFile(f"etc/lists/{name}", name.encode()) for name in ("before", "changing", "after")]
+        changing = files[1][1]
+
+        class ReplacingOs:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(os, name)
+
+            def read(self, fd: int, size: int) -> bytes:
+                data = os.read(fd, size)
+                if os.readlink(f"/proc/self/fd/{fd}") == changing:
+                    put(os.path.dirname(changing), "new", b"replacement")
+                    os.replace(os.path.join(os.path.dirname(changing), "new"), changing)
+                return data
+
+        self.patch(bundleModule, "os", ReplacingOs())
+        writer = BundleWriter(files, [])
+        data = b"".join(writer.chunks())
+        self.assertEqual((writer.sent, writer.skipped), (["etc/lists/before", "etc/lists/after"], ["etc/lists/changing"]))
+        self.assertNotIn(b"changing", zlib.decompress(data))

@@ -24,6 +24,7 @@ from wazuhcluster.sync.stager import (
     removeStaleTemporaries,
     showPath,
 )
+from wazuhcluster.sync.stager import _TEMPORARY_NAME
 
 # Helpers, also used by test_sync_bundle.
 
@@ -487,3 +488,128 @@ class NanosecondsTests(SynchronousTestCase):
             rng.uniform(0, 4e9) for _ in range(20_000)
         ]:
             self.assertEqual(_nanoseconds(seconds), round(Fraction(seconds) * 1_000_000_000), seconds)
+
+
+class WholeFileTests(StagerTestCase):
+    """Small files staged whole, many in one call (the bulk of a transfer)."""
+
+    def test_stagedWholeThenCommitted(self) -> None:
+        """
+        Files staged whole wait in temporaries (named as the stale-file
+        cleanup knows them) and land with their modes and times at the
+        commit; a refused path is skipped, the others kept.
+        """
+        put(self.root, "etc/lists/old", b"old")
+        stager = Stager(self.resolve, Unsafe)
+        stager.stageWhole([
+            ("etc/lists/old", 1_700_000_000.25, memoryview(b"new")),
+            ("etc/shared/new/group/agent.conf", 1_600_000_000.5, b"<agent_config/>"),
+            ("../outside", 1.0, b"no"),
+            ("etc/lists/empty", 1_650_000_000.0, b""),
+        ])
+        self.assertEqual(self.read("etc/lists/old"), b"old")
+        staged = temporaries(self.root)
+        self.assertEqual(len(staged), 3)
+        for path in staged:
+            self.assertRegex(os.path.basename(path), _TEMPORARY_NAME)
+        self.assertEqual(stager.refused[0][0], repr("../outside"))
+        applied = stager.commit()
+        self.assertEqual(
+            sorted(applied.written), ["etc/lists/empty", "etc/lists/old", "etc/shared/new/group/agent.conf"]
+        )
+        self.assertEqual(self.read("etc/lists/old"), b"new")
+        self.assertEqual(self.read("etc/lists/empty"), b"")
+        st = os.stat(self.path("etc/shared/new/group/agent.conf"))
+        self.assertEqual((st.st_mode & 0o7777, st.st_mtime_ns), (0o660, 1_600_000_000_500_000_000))
+        st = os.stat(self.path("etc/lists/old"))
+        self.assertEqual((st.st_mode & 0o7777, st.st_mtime_ns), (0o640, 1_700_000_000_250_000_000))
+        self.assertEqual(temporaries(self.root), [])
+
+    def test_modeWhateverTheUmask(self) -> None:
+        """A umask that takes bits of the table's mode away: the files get the mode all the same."""
+        previous = os.umask(0o077)
+        try:
+            stager = Stager(self.resolve, Unsafe)
+            stager.stageWhole([("etc/shared/a", 1.0, b"a"), ("etc/shared/b", 1.0, b"b")])
+            stager.commit()
+        finally:
+            os.umask(previous)
+        for name in ("a", "b"):
+            self.assertEqual(os.stat(self.path(f"etc/shared/{name}")).st_mode & 0o7777, 0o660)
+
+    def test_laterRecordWins(self) -> None:
+        """The same target twice, whole or streamed: the later record wins, one temporary is left."""
+        stager = Stager(self.resolve, Unsafe)
+        stager.stageWhole([("etc/lists/twice", 1.0, b"first")])
+        self.stage(stager, "etc/lists/twice", b"second")
+        stager.stageWhole([("etc/lists/twice", 1.0, b"third")])
+        self.assertEqual(len(temporaries(self.root)), 1)
+        stager.commit()
+        self.assertEqual(self.read("etc/lists/twice"), b"third")
+
+    def test_folderRemovedMeanwhile(self) -> None:
+        """A folder made for one file and removed before the next: made again."""
+        stager = Stager(self.resolve, Unsafe)
+        stager.stageWhole([("etc/shared/g/one", 1.0, b"1")])
+        for name in os.listdir(self.path("etc/shared/g")):
+            os.unlink(self.path(f"etc/shared/g/{name}"))
+        os.rmdir(self.path("etc/shared/g"))
+        stager.stageWhole([("etc/shared/g/two", 1.0, b"2")])
+        applied = stager.commit()
+        self.assertEqual(applied.written, ("etc/shared/g/two",))
+        self.assertEqual(sorted(a for a, _ in applied.failed), ["etc/shared/g/one"])
+        self.assertEqual(self.read("etc/shared/g/two"), b"2")
+
+    def test_abortRemovesEverything(self) -> None:
+        """Aborted: the temporaries of files staged whole and the folders made for them go."""
+        before = snapshot(self.root)
+        stager = Stager(self.resolve, Unsafe)
+        stager.stageWhole([("etc/shared/new/a", 1.0, b"a"), ("etc/lists/b", 1.0, b"b")])
+        stager.abort()
+        self.assertEqual(snapshot(self.root), before)
+        self.assertRaises(StagingError, stager.stageWhole, [("etc/lists/c", 1.0, b"c")])
+
+    def test_diskFull(self) -> None:
+        """A write that fails: the error names the file, and its temporary is gone."""
+
+        def full(fd: int, data: bytes | memoryview) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        stager = Stager(self.resolve, Unsafe, writeBytes=full)
+        with self.assertRaises(StagingError) as e:
+            stager.stageWhole([("etc/lists/big", 1.0, b"data")])
+        self.assertIn("no space left on device while writing etc/lists/big", str(e.exception))
+        self.assertEqual(temporaries(self.root), [])
+
+    def test_contentProblem(self) -> None:
+        """The content check sees a whole file's content, and refuses it without writing it."""
+        seen = []
+
+        def problem(relpath: str, content: bytes) -> str | None:
+            seen.append((relpath, content))
+            return "not a group list" if content != b"default\n" else None
+
+        stager = Stager(self.resolve, Unsafe, contentProblem=problem)
+        stager.stageWhole([("etc/lists/good", 1.0, b"default\n"), ("etc/lists/bad", 1.0, memoryview(b"rm -rf"))])
+        self.assertEqual(seen, [("etc/lists/good", b"default\n"), ("etc/lists/bad", b"rm -rf")])
+        self.assertEqual(stager.refused, [(repr("etc/lists/bad"), "not a group list")])
+        self.assertEqual(stager.commit().written, ("etc/lists/good",))
+
+    def test_targetsChecked(self) -> None:
+        """
+        Without C{targetsChecked} a folder in the way is refused here; with
+        it the resolver is trusted to have said so, and a folder in the way
+        fails at the commit, the other files applied.
+        """
+        os.makedirs(self.path("etc/lists/folder"))
+        stager = Stager(self.resolve, Unsafe)
+        stager.stageWhole([("etc/lists/folder", 1.0, b"x")])
+        self.assertIn("a folder is in the way", stager.refused[0][1])
+        stager.abort()
+        stager = Stager(self.resolve, Unsafe, targetsChecked=True)
+        stager.stageWhole([("etc/lists/folder", 1.0, b"x"), ("etc/lists/file", 1.0, b"y")])
+        applied = stager.commit()
+        self.assertEqual(applied.written, ("etc/lists/file",))
+        self.assertEqual([a for a, _ in applied.failed], ["etc/lists/folder"])
+        self.assertTrue(os.path.isdir(self.path("etc/lists/folder")))
+        self.assertEqual(temporaries(self.root), [])

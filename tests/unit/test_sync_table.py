@@ -527,3 +527,47 @@ class LoadErrorTests(TableTestCase):
 
     def test_duplicate_folder(self) -> None:
         self.assertTableError(self.document(self.rule(), self.rule()), "rule 2", "two rules")
+
+
+class ResolverTests(TableTestCase):
+    """The resolver of one transfer checks a path's folder once, and every name of it."""
+
+    def test_knownFolderStillChecksEachName(self) -> None:
+        """
+        Once a path of a folder passed, another name in the same folder is
+        still refused for what is wrong with the name itself, with the same
+        reason as a full check gives.
+        """
+        home = self.home()
+        resolve = TABLE.resolver(home)
+        self.assertEqual(resolve("queue/agent-groups/001")[0], os.path.join(home, "queue/agent-groups/001"))
+        self.assertEqual(resolve("etc/client.keys")[0], os.path.join(home, "etc/client.keys"))
+        bad = [
+            "queue/agent-groups/..",
+            "queue/agent-groups/.",
+            "queue/agent-groups/",
+            "queue/agent-groups/x\0y",
+            "queue/agent-groups/x\\y",
+            "queue/agent-groups/002.swp",
+            "queue/agent-groups/.wazuhcluster-0123456789abcdef.tmp",
+            "queue/agent-groups/" + "x" * 256,
+            "queue/agent-groups/" + "é" * 200,
+            "etc/ossec.conf",
+            "etc/other",
+        ]
+        for relpath in bad:
+            with self.subTest(relpath=relpath):
+                expected = str(self.assertRaises(UnsafePath, TABLE.validate, relpath))
+                self.assertEqual(str(self.assertRaises(UnsafePath, resolve, relpath)), expected)
+        # Non-ASCII names that are fine pass the full check.
+        self.assertEqual(resolve("queue/agent-groups/é")[1].folder, "queue/agent-groups/")
+
+    def test_knownFolderStillChecksTheDisk(self) -> None:
+        """A known folder spares the name checks, not the look at the target on disk."""
+        home = self.home()
+        resolve = TABLE.resolver(home)
+        resolve("etc/rules/a.xml")
+        os.symlink("/etc/passwd", os.path.join(home, "etc/rules/b.xml"))
+        self.assertIn("symbolic link", str(self.assertRaises(UnsafePath, resolve, "etc/rules/b.xml")))
+        os.makedirs(os.path.join(home, "etc/rules/c.xml"))
+        self.assertIn("not a regular file", str(self.assertRaises(UnsafePath, resolve, "etc/rules/c.xml")))

@@ -385,12 +385,12 @@ class MasterIntegrity(Service):
             if comparison.missing or comparison.shared or comparison.extra:
                 sending = comparison.missing + comparison.shared
                 bundle = await self.bundles.bundle(generation, sending, comparison.extra, self.home.path)
-                pieces = bundle.chunks()
+                pieces = bundle.reading(self.runInThread)
                 try:
                     answer = await connection.streams.send(
                         "integrity-bundle",
                         json.dumps({"files": len(sending), "deletions": len(comparison.extra), "generation": generation}),
-                        lambda: self.runInThread(next, pieces, None),
+                        lambda: Deferred.fromCoroutine(pieces.next()),
                         timeout=self.options.timeout_receiving_file,
                     )
                 finally:

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import io
 import math
 import os
 import stat
@@ -82,12 +81,18 @@ _MD5_SIZE = 16
 _FILE = b"F"
 _DELETE = b"D"
 _END = b"E"
+_FILE_BYTE = _FILE[0]
+_DELETE_BYTE = _DELETE[0]
 
 #: Most decompressed bytes produced by one step of the reader.
 _DECOMPRESS_STEP = 256 * 1024
 #: Most compressed bytes given to one step of the reader (bounds the copies
 #: zlib makes of the unconsumed input).
 _INPUT_SLICE = 64 * 1024
+#: Files up to this size that lie whole in one decompressed step are staged
+#: in one call with their neighbours (most synchronised files are small); the
+#: larger ones are written as they arrive.
+_WHOLE_FILE = 64 * 1024
 #: Bytes read from a file at a time by the writer.
 _READ_BLOCK = 128 * 1024
 #: Modification times must fit in a signed 64-bit count of nanoseconds.
@@ -155,7 +160,8 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
 class _Snapshot:
     """A stable copy of one file, ready to go into the stream."""
 
-    spool: BinaryIO
+    #: The content itself for a small file, else a spool holding it.
+    spool: bytes | BinaryIO
     size: int
     mtime: float
     md5: bytes
@@ -206,6 +212,8 @@ class BundleWriter:
         self._spoolMemory = spoolMemory
         self._spoolFolder = spoolFolder
         self._out = bytearray()
+        self._pending: list[bytes] = []
+        self._pendingSize = 0
         self._started = False
         self.sent: list[str] = []
         self.skipped: list[str] = []
@@ -229,13 +237,16 @@ class BundleWriter:
             snapshot = self._snapshot(relpath, abspath)
             if snapshot is None:
                 continue
-            with snapshot.spool:
-                header = _SIZE_MTIME.pack(snapshot.size, snapshot.mtime)
-                yield from self._emit(_FILE + _PATH_LENGTH.pack(len(path)) + path + header)
-                snapshot.spool.seek(0)
-                while block := snapshot.spool.read(_READ_BLOCK):
-                    yield from self._emit(block)
-                yield from self._emit(snapshot.md5)
+            header = _FILE + _PATH_LENGTH.pack(len(path)) + path + _SIZE_MTIME.pack(snapshot.size, snapshot.mtime)
+            if isinstance(snapshot.spool, bytes):
+                yield from self._emit(header + snapshot.spool + snapshot.md5)
+            else:
+                with snapshot.spool:
+                    yield from self._emit(header)
+                    snapshot.spool.seek(0)
+                    while block := snapshot.spool.read(_READ_BLOCK):
+                        yield from self._emit(block)
+                    yield from self._emit(snapshot.md5)
             self.sent.append(relpath)
             fileCount += 1
         deletionCount = 0
@@ -246,12 +257,24 @@ class BundleWriter:
             yield from self._emit(_DELETE + _PATH_LENGTH.pack(len(path)) + path)
             deletionCount += 1
         yield from self._emit(_END + _COUNTS.pack(fileCount, deletionCount))
+        self._compressPending()
         self._out += self._compressor.flush()
         yield from self._drain(everything=True)
 
     def _emit(self, raw: bytes) -> Iterator[bytes]:
-        self._out += self._compressor.compress(raw)
+        # Small records are compressed a batch at a time: one call to zlib
+        # for hundreds of one-line files.
+        self._pending.append(raw)
+        self._pendingSize += len(raw)
+        if self._pendingSize >= _COMPRESS_BATCH:
+            self._compressPending()
         return self._drain(everything=False)
+
+    def _compressPending(self) -> None:
+        if self._pending:
+            self._out += self._compressor.compress(b"".join(self._pending))
+            self._pending.clear()
+            self._pendingSize = 0
 
     def _drain(self, everything: bool) -> Iterator[bytes]:
         size = self._chunkSize
@@ -278,29 +301,36 @@ class BundleWriter:
         it as skipped or failed otherwise.
         """
         try:
-            source = open(abspath, "rb", buffering=0, opener=_openWithoutWaiting)
+            # Without waiting for a writer if it is a named pipe (refused below).
+            fd = os.open(abspath, _OPEN_FLAGS)
         except (FileNotFoundError, NotADirectoryError):
             self.skipped.append(relpath)
             return None
         except OSError as e:
             self.failed.append((relpath, f"{_reason(e)} while opening {abspath}"))
             return None
-        with source:
+        try:
+            before = os.fstat(fd)
+        except OSError as e:
+            os.close(fd)
+            self.failed.append((relpath, f"{_reason(e)} while reading {abspath}"))
+            return None
+        if not stat.S_ISREG(before.st_mode):
+            os.close(fd)
+            self.failed.append((relpath, f"{abspath} is not a regular file"))
+            return None
+        if before.st_size < _SMALL_FILE:
             try:
-                before = os.fstat(source.fileno())
-            except OSError as e:
-                self.failed.append((relpath, f"{_reason(e)} while reading {abspath}"))
-                return None
-            if not stat.S_ISREG(before.st_mode):
-                self.failed.append((relpath, f"{abspath} is not a regular file"))
-                return None
+                return self._smallSnapshot(relpath, abspath, fd, before)
+            finally:
+                os.close(fd)
+        with open(fd, "rb", buffering=0) as source:
             size = before.st_size
             # Most synchronised files are small (a group assignment is one
-            # line): a plain buffer for them, a spool that can go to disk
+            # line): read whole into memory; a spool that can go to disk
             # for the others.
-            spool: BinaryIO = (
-                io.BytesIO() if size < _SMALL_FILE  # type: ignore[assignment]
-                else tempfile.SpooledTemporaryFile(max_size=self._spoolMemory, dir=self._spoolFolder)
+            spool: BinaryIO = tempfile.SpooledTemporaryFile(  # type: ignore[assignment]
+                max_size=self._spoolMemory, dir=self._spoolFolder
             )
             md5 = hashlib.md5(usedforsecurity=False)
             count = 0
@@ -346,13 +376,43 @@ class BundleWriter:
         return _Snapshot(spool, size, before.st_mtime_ns / 1_000_000_000, md5.digest())
 
 
+    def _smallSnapshot(self, relpath: str, abspath: str, fd: int, before: os.stat_result) -> _Snapshot | None:
+        """L{_snapshot} of a file under L{_SMALL_FILE}: one read of it all."""
+        size = before.st_size
+        try:
+            # One byte past the size announced, to see a file that grew; a
+            # short read of a regular file is its end.
+            data = os.read(fd, size + 1)
+        except OSError as e:
+            self.failed.append((relpath, f"{_reason(e)} while reading {abspath}"))
+            return None
+        count = len(data)
+        self.bytesIn += count
+        after = os.fstat(fd)
+        try:
+            now = os.stat(abspath)
+        except OSError:
+            self.skipped.append(relpath)
+            return None
+        if not (_identity(before) == _identity(after) == _identity(now)):
+            self.skipped.append(relpath)
+            return None
+        if count != size:
+            self.failed.append((relpath, f"{abspath} does not hold the {size} bytes its size says"))
+            return None
+        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        return _Snapshot(data, size, before.st_mtime_ns / 1_000_000_000, md5)
+
+
 #: Files under this size are read into memory at once.
 _SMALL_FILE = 64 * 1024
+#: Raw bytes of records gathered before they are given to zlib.
+_COMPRESS_BATCH = 64 * 1024
 
 
-def _openWithoutWaiting(path: str, flags: int) -> int:
-    """Open C{path} without waiting for a writer if it is a named pipe (it is refused after)."""
-    return os.open(path, flags | os.O_NONBLOCK)
+#: How the writer opens a file: without waiting for a writer if it is a
+#: named pipe (it is refused after).
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
 class _State(enum.Enum):
@@ -384,6 +444,9 @@ class BundleReader:
     def __init__(self, stager: Stager, limits: Limits = Limits()) -> None:
         self._stager = stager
         self._limits = limits
+        #: Whether the stager takes small files whole (a L{Stager} does; a
+        #: stand-in with only begin, write and end gets every file that way).
+        self._wholeFiles = hasattr(stager, "stageWhole")
         self._decompressor = zlib.decompressobj()
         self._state = _State.TYPE
         self._want = 1
@@ -487,6 +550,12 @@ class BundleReader:
         position = 0
         end = len(data)
         while position < end:
+            if self._state is _State.TYPE and not self._partial and self._wholeFiles:
+                # The records that lie whole in this block, in one go; the
+                # field by field path below takes the one cut by its end.
+                position = self._wholeRecords(data, position)
+                if position >= end:
+                    break
             if self._state is _State.CONTENT:
                 take = min(self._remaining, end - position)
                 piece = data[position : position + take]
@@ -508,6 +577,63 @@ class BundleReader:
                 field = bytes(self._partial)
                 self._partial.clear()
                 self._onField(field)
+
+    def _wholeRecords(self, data: memoryview, position: int) -> int:
+        """
+        Check and stage the file records (up to L{_WHOLE_FILE} bytes of
+        content) and delete records that lie whole in C{data} from
+        C{position}, with the same checks as the field by field path; return
+        where the first record not taken starts.
+        """
+        end = len(data)
+        limits = self._limits
+        maxRecords = limits.maxRecords
+        maxPath = limits.maxPathBytes
+        whole: list[tuple[str, float, memoryview]] = []
+        unpackLength = _PATH_LENGTH.unpack_from
+        unpackSizeMtime = _SIZE_MTIME.unpack_from
+        md5 = hashlib.md5
+        while end - position >= 3:
+            kind = data[position]
+            if kind != _FILE_BYTE and kind != _DELETE_BYTE:
+                break
+            (length,) = unpackLength(data, position + 1)
+            if not length or length > maxPath:
+                break
+            pathEnd = position + 3 + length
+            if kind == _DELETE_BYTE:
+                if pathEnd > end or self._fileRecords + self._deletionRecords >= maxRecords:
+                    break
+                path = _decodePath(bytes(data[position + 3 : pathEnd]))
+                self._stageWhole(whole)
+                self._deletionRecords += 1
+                self._stager.delete(path)
+                position = pathEnd
+                continue
+            contentStart = pathEnd + _SIZE_MTIME.size
+            if contentStart > end:
+                break
+            size, mtime = unpackSizeMtime(data, pathEnd)
+            recordEnd = contentStart + size + _MD5_SIZE
+            if size > _WHOLE_FILE or recordEnd > end:
+                break
+            if self._fileRecords + self._deletionRecords >= maxRecords:
+                break
+            path = _decodePath(bytes(data[position + 3 : pathEnd]))
+            self._checkFile(path, size, mtime)
+            content = data[contentStart : contentStart + size]
+            if md5(content, usedforsecurity=False).digest() != data[recordEnd - _MD5_SIZE : recordEnd]:
+                raise _rejected(f"the content of {showPath(path)} does not match its MD5 checksum")
+            self._fileRecords += 1
+            whole.append((path, mtime, content))
+            position = recordEnd
+        self._stageWhole(whole)
+        return position
+
+    def _stageWhole(self, whole: list[tuple[str, float, memoryview]]) -> None:
+        if whole:
+            self._stager.stageWhole(whole)
+            whole.clear()
 
     def _expect(self, state: _State, want: int) -> None:
         self._state = state
@@ -560,8 +686,21 @@ class BundleReader:
             raise AssertionError(state)
 
     def _beginFile(self, size: int, mtime: float) -> None:
-        limits = self._limits
         path = self._path
+        self._checkFile(path, size, mtime)
+        self._fileRecords += 1
+        self._size = self._remaining = size
+        self._accepted = self._stager.begin(path, size, mtime)
+        if not self._accepted:
+            self._md5 = hashlib.md5(usedforsecurity=False)
+        if size:
+            self._expect(_State.CONTENT, 0)
+        else:
+            self._expect(_State.DIGEST, _MD5_SIZE)
+
+    def _checkFile(self, path: str, size: int, mtime: float) -> None:
+        """Refuse a file record whose size or time is over a limit or impossible."""
+        limits = self._limits
         if size > limits.maxFileSize:
             raise _rejected(
                 f"the bundle declares {showPath(path)} with {size} bytes,"
@@ -576,15 +715,6 @@ class BundleReader:
             raise _rejected(
                 f"the bundle declares {showPath(path)} with an impossible modification time ({mtime!r})"
             )
-        self._fileRecords += 1
-        self._size = self._remaining = size
-        self._accepted = self._stager.begin(path, size, mtime)
-        if not self._accepted:
-            self._md5 = hashlib.md5(usedforsecurity=False)
-        if size:
-            self._expect(_State.CONTENT, 0)
-        else:
-            self._expect(_State.DIGEST, _MD5_SIZE)
 
     def _endFile(self, digest: bytes) -> None:
         mismatch = f"the content of {showPath(self._path)} does not match its MD5 checksum"

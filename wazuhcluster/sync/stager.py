@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar, Union
 
-from attrs import frozen
+from attrs import define, frozen
 
 __all__ = [
     "FOLDER_MODE",
@@ -63,6 +63,7 @@ TEMPORARY_SUFFIX = ".tmp"
 FOLDER_MODE = 0o770
 
 _RANDOM_BYTES = 8
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _TEMPORARY_NAME = re.compile(
     re.escape(TEMPORARY_PREFIX) + "[0-9a-f]{%d}" % (2 * _RANDOM_BYTES) + re.escape(TEMPORARY_SUFFIX)
 )
@@ -117,13 +118,14 @@ class ApplyResult:
     failed: tuple[tuple[str, str], ...] = ()
 
 
-@frozen
+@define
 class _Staged:
     """A file written to its temporary, waiting for the commit."""
 
     relpath: str
     target: str
     temporary: str
+    folder: str
 
 
 @frozen
@@ -211,14 +213,26 @@ class Stager:
         *,
         writeBytes: WriteBytes = os.write,
         contentProblem: Callable[[str, bytes], str | None] | None = None,
+        targetsChecked: bool = False,
     ) -> None:
         """
         @param contentProblem: given a received file's path and content, why
             it must not be written (it is then refused, the others kept), or
             L{None}; without it any content goes.  It reads whole files: for
             small ones only.
+        @param targetsChecked: C{resolve} itself refuses a target that exists
+            and is not a regular file (the table's resolver does, with an
+            C{lstat} of the target): the stager then does not look again.
         """
         self._resolve = resolve
+        self._targetsChecked = targetsChecked
+        #: Folders found or made during this transfer: not looked at again.
+        self._folders: set[str] = set()
+        #: Per file mode: whether a file created with it needs an fchmod
+        #: (the umask takes bits away), learnt from the first such file.
+        self._chmodNeeded: dict[int, bool] = {}
+        self._temporaryStem = ""
+        self._temporaryCount = 0
         self._contentProblem = contentProblem
         self._unsafe = unsafe
         self._writeBytes = writeBytes
@@ -242,28 +256,99 @@ class Stager:
         its content and goes on with the next record.
         """
         self._checkIdle("begin")
-        resolved = self._resolveOrRefuse(relpath)
-        if resolved is None:
+        placed = self._place(relpath)
+        if placed is None:
             return False
-        target, mode, _ = resolved
-        target = os.path.normpath(target)
-        folder = os.path.dirname(target)
-        try:
-            if stat.S_ISDIR(os.lstat(target).st_mode):
-                self.refused.append((repr(relpath), f"a folder is in the way at {showPath(target)}"))
-                return False
-        except FileNotFoundError:
-            pass
-        except NotADirectoryError:
-            self.refused.append((repr(relpath), f"a file is in the way of the folder {showPath(folder)}"))
-            return False
-        except OSError as e:
-            raise self._error(e, f"while checking {showPath(target)}", relpath) from e
-        if not self._makeFolders(relpath, folder):
-            return False
-        temporary, fd = self._createTemporary(relpath, folder)
+        target, folder, mode = placed
+        temporary, fd = self._createTemporary(relpath, folder, 0o600)
         self._open = _Open(relpath, target, temporary, fd, size, mtime, mode)
         return True
+
+    @_locked
+    def stageWhole(self, files: Iterable[tuple[str, float, bytes | memoryview]]) -> None:
+        """
+        Stage files that arrived whole, checked against their MD5 by the
+        caller: for each (relative path, modification time, content), as
+        L{begin}, L{write} and L{end} would, in one call (the many small
+        files of a transfer cost a call, not three, and one lock).  A path
+        the policy refuses is recorded in L{refused} and skipped.
+
+        @raise StagingError: a file could not be written.
+        """
+        self._checkIdle("stageWhole")
+        contentProblem = self._contentProblem
+        writeBytes = self._writeBytes
+        for relpath, mtime, content in files:
+            placed = self._place(relpath)
+            if placed is None:
+                continue
+            target, folder, mode = placed
+            if contentProblem is not None:
+                problem = contentProblem(relpath, bytes(content))
+                if problem is not None:
+                    self.refused.append((repr(relpath), problem))
+                    continue
+            chmod = self._chmodNeeded.get(mode)
+            temporary, fd = self._createTemporary(relpath, folder, mode)
+            written = 0
+            try:
+                try:
+                    if chmod is None:
+                        chmod = self._chmodNeeded[mode] = stat.S_IMODE(os.fstat(fd).st_mode) != mode
+                    view = memoryview(content)
+                    while view:
+                        count = writeBytes(fd, view)
+                        written += count
+                        view = view[count:]
+                    if chmod:
+                        os.fchmod(fd, mode)
+                    nanoseconds = _nanoseconds(mtime)
+                    os.utime(fd, ns=(nanoseconds, nanoseconds))
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                _unlinkQuietly(temporary)
+                doing = f"while writing {showPath(relpath)} ({written} bytes written)"
+                raise self._error(e, doing, None) from e
+            self._keep(_Staged(relpath, target, temporary, folder))
+
+    def _place(self, relpath: str) -> tuple[str, str, int] | None:
+        """
+        The target, folder and mode of C{relpath}, its folders made; or
+        L{None} (and C{relpath} refused) if it must not be written.
+        """
+        resolved = self._resolveOrRefuse(relpath)
+        if resolved is None:
+            return None
+        target, mode, _ = resolved
+        if "//" in target or "/." in target or not target.startswith("/") or target.endswith("/"):
+            target = os.path.normpath(target)
+        folder = target[: target.rfind("/")] or "/"
+        if not self._targetsChecked:
+            try:
+                if stat.S_ISDIR(os.lstat(target).st_mode):
+                    self.refused.append((repr(relpath), f"a folder is in the way at {showPath(target)}"))
+                    return None
+            except FileNotFoundError:
+                pass
+            except NotADirectoryError:
+                self.refused.append((repr(relpath), f"a file is in the way of the folder {showPath(folder)}"))
+                return None
+            except OSError as e:
+                raise self._error(e, f"while checking {showPath(target)}", relpath) from e
+        if folder not in self._folders:
+            if not self._makeFolders(relpath, folder):
+                return None
+            self._folders.add(folder)
+        return target, folder, mode
+
+    def _keep(self, staged: _Staged) -> None:
+        """Keep C{staged} for the commit: it replaces an earlier record of the same target."""
+        previous = self._staged.pop(staged.target, None)
+        if previous is not None:
+            _unlinkQuietly(previous.temporary)
+        self._deletions.pop(staged.target, None)
+        self._staged[staged.target] = staged
 
     @_locked
     def write(self, data: bytes | memoryview) -> None:
@@ -327,11 +412,7 @@ class Stager:
         except OSError as e:
             _unlinkQuietly(current.temporary)
             raise self._writeError(e, current) from e
-        previous = self._staged.pop(current.target, None)
-        if previous is not None:
-            _unlinkQuietly(previous.temporary)
-        self._deletions.pop(current.target, None)
-        self._staged[current.target] = _Staged(current.relpath, current.target, current.temporary)
+        self._keep(_Staged(current.relpath, current.target, current.temporary, os.path.dirname(current.target)))
 
     @_locked
     def delete(self, relpath: str) -> bool:
@@ -388,7 +469,7 @@ class Stager:
             # all of them: an fsync per file cost 70% of a 50,000-file sync
             # (bench/integrity.py); and only of the file systems written to,
             # not of every disk of the machine.
-            _syncFileSystems({os.path.dirname(s.temporary) for s in self._staged.values()})
+            _syncFileSystems({s.folder for s in self._staged.values()})
         for staged in self._staged.values():
             try:
                 os.replace(staged.temporary, staged.target)
@@ -398,7 +479,7 @@ class Stager:
                 failed.append((staged.relpath, reason))
             else:
                 written.append(staged.relpath)
-                touched.add(os.path.dirname(staged.target))
+                touched.add(staged.folder)
         self._staged.clear()
         for deletion in self._deletions.values():
             try:
@@ -510,15 +591,34 @@ class Stager:
                 raise self._error(e, f"while setting the mode of the folder {showPath(path)}", relpath) from e
         return True
 
-    def _createTemporary(self, relpath: str, folder: str) -> tuple[str, int]:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    def _createTemporary(self, relpath: str, folder: str, mode: int) -> tuple[str, int]:
+        """
+        Create a new temporary file in C{folder}, with C{mode} as the umask
+        lets it; if the folder vanished since it was made, make it again.
+        """
+        flags = _CREATE_FLAGS
+        remade = False
         while True:
-            name = TEMPORARY_PREFIX + secrets.token_hex(_RANDOM_BYTES) + TEMPORARY_SUFFIX
-            temporary = os.path.join(folder, name)
+            # A random stem per transfer and a counter: unique in practice,
+            # and O_EXCL makes sure (a clash takes a new stem).
+            if not self._temporaryStem or self._temporaryCount >= 1 << 32:
+                self._temporaryStem = TEMPORARY_PREFIX + secrets.token_hex(_RANDOM_BYTES // 2)
+                self._temporaryCount = 0
+            temporary = f"{folder}/{self._temporaryStem}{self._temporaryCount:08x}{TEMPORARY_SUFFIX}"
+            self._temporaryCount += 1
             try:
-                return temporary, os.open(temporary, flags, 0o600)
+                return temporary, os.open(temporary, flags, mode)
             except FileExistsError:
+                self._temporaryStem = ""
                 continue
+            except FileNotFoundError as e:
+                if not remade:
+                    remade = True
+                    self._folders.discard(folder)
+                    if self._makeFolders(relpath, folder):
+                        self._folders.add(folder)
+                        continue
+                raise self._error(e, f"while creating a temporary file in {showPath(folder)}", relpath) from e
             except OSError as e:
                 raise self._error(e, f"while creating a temporary file in {showPath(folder)}", relpath) from e
 

@@ -344,9 +344,42 @@ class SyncTable:
         bases: dict[str, str] = {}
         #: Folders under a rule folder found real and inside it.
         folders: set[str] = set()
+        #: The folder part of each path validated, with its rule and its
+        #: length in UTF-8: a path in the same folder only has its name
+        #: checked (most of a transfer's paths share a few folders).
+        validFolders: dict[str, tuple[SyncRule, int]] = {}
+        isExcluded = self.isExcluded
+
+        def validate(relpath: object) -> SyncRule:
+            """L{SyncTable.validate}, with what a known folder spares."""
+            if type(relpath) is str:
+                folder, slash, name = relpath.rpartition("/")
+                known = validFolders.get(folder) if slash else None
+                if known is not None:
+                    rule, folderBytes = known
+                    # Only what is sure to pass; anything else gets the full
+                    # check, and its reason.
+                    if (
+                        name.isascii()
+                        and 0 < len(name) <= MAX_NAME_BYTES
+                        and folderBytes + 1 + len(name) <= MAX_PATH_BYTES
+                        and name != "."
+                        and name != ".."
+                        and "\0" not in name
+                        and "\\" not in name
+                        and not isExcluded(name)
+                        and (rule.names is None or name in rule.names)
+                    ):
+                        return rule
+            rule = self.validate(relpath)
+            assert isinstance(relpath, str)
+            folder, slash, _ = relpath.rpartition("/")
+            if slash:
+                validFolders[folder] = (rule, len(folder.encode("utf-8")))
+            return rule
 
         def resolve(relpath: object) -> tuple[str, SyncRule]:
-            rule = self.validate(relpath)
+            rule = validate(relpath)
             assert isinstance(relpath, str)
             base = prefix + rule.folder.rstrip("/")
             target = prefix + relpath

@@ -141,10 +141,13 @@ class WorkerIntegrity(Service):
         mode; refuses unsafe paths.
         """
         resolve = self.table.resolver(self.home.root)
+        pruneRoots = {
+            rule.folder: self.home.path(rule.folder) if rule.prune_empty_folders else None for rule in self.table.rules
+        }
 
         def where(relpath: str) -> tuple[str, int, str | None]:
             target, rule = resolve(relpath)
-            return target, rule.mode, self.home.path(rule.folder) if rule.prune_empty_folders else None
+            return target, rule.mode, pruneRoots[rule.folder]
 
         return where
 
@@ -354,7 +357,7 @@ class WorkerIntegrity(Service):
         def bundle(info: str) -> BundleSink:
             self._bundleOpened()
             sink = self._bundleSink = BundleSink(
-                Stager(self.resolver(), UnsafePath), self.runInThread,
+                Stager(self.resolver(), UnsafePath, targetsChecked=True), self.runInThread,
                 f"master {connection.masterName or connection.peerDescription()}",
                 self._bundleFinished, logTag=self.logTag,
             )
