@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Callable, Iterator
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure

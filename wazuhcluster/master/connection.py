@@ -24,7 +24,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol as TwistedProtocol, ServerFactory
 from twisted.logger import Logger, LogLevel
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from ..logs import LogThrottle
