@@ -159,6 +159,22 @@ class ScanTests(ScanTestCase):
 
         self.assertRaises(TypeError, change)
 
+    def test_files_as_a_mapping(self) -> None:
+        """The files read as a mapping of entries: lookups, misses, subsets, equality with a dict."""
+        home = self.home()
+        files = self.scanner(home).scan().files
+        entry = files["etc/rules/local_rules.xml"]
+        self.assertEqual(entry, FileEntry(md5(SYNCHRONISED["etc/rules/local_rules.xml"]), entry.mtime,
+                                          len(SYNCHRONISED["etc/rules/local_rules.xml"])))
+        self.assertEqual(files.get("etc/rules/local_rules.xml"), entry)
+        self.assertIsNone(files.get("etc/rules/missing.xml"))
+        self.assertNotIn("etc/rules/missing.xml", files)
+        self.assertRaises(KeyError, lambda: files["etc/rules/missing.xml"])
+        self.assertEqual(files, dict(files.items()))
+        some = ["etc/client.keys", "queue/agent-groups/001"]
+        self.assertEqual(dict(files.subset(some)), {p: files[p] for p in some})
+        self.assertEqual(len(files.subset([])), 0)
+
     def test_large_file_in_blocks(self) -> None:
         """A file many blocks long is hashed in blocks, completely."""
         data = os.urandom(10_000) + b"tail"

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 from attrs import field, frozen
 
+from ..memory import releaseFreeMemory
 from .digest import TreeDigest, bucketOf, leafOf
 from .manifest import FileEntry
 from .table import MAX_PATH_BYTES, TEMPORARY_PREFIX, SyncRule, SyncTable, UnsafePath, isInside
@@ -90,10 +91,10 @@ class ScanFiles(Mapping[str, FileEntry]):
     def __repr__(self) -> str:
         return f"<ScanFiles of {len(self._records)} files>"
 
-    def md5Of(self, relpath: str) -> bytes | None:
-        """The 16-byte MD5 of C{relpath}, or L{None} if it is not among the files."""
-        record = self._records.get(relpath)
-        return None if record is None else record[_MD5_AT:_LEAF_AT]
+    def subset(self, relpaths: Iterable[str]) -> "ScanFiles":
+        """The files at C{relpaths}, all of which must be among these."""
+        records = self._records
+        return ScanFiles({relpath: records[relpath] for relpath in relpaths})
 
 
 def _entryOf(record: bytes) -> FileEntry:
@@ -171,9 +172,16 @@ class IntegrityScanner:
         self._lock = threading.Lock()
 
     def scan(self) -> ScanResult:
-        """Walk every rule folder once and describe every synchronised file found."""
+        """
+        Walk every rule folder once and describe every synchronised file
+        found.  Then give back to the system the memory freed since (this
+        walk's and whatever else the node did meanwhile: see
+        L{releaseFreeMemory}).
+        """
         with self._lock:
-            return _Scan(self).run()
+            result = _Scan(self).run()
+        releaseFreeMemory()
+        return result
 
     def rescan(self, previous: ScanResult, relpaths: Iterable[str]) -> ScanResult:
         """
