@@ -27,6 +27,7 @@ from wazuhcluster.agents.clientkeys import AgentKey
 from wazuhcluster.agents.status import AgentState, RegisteredAgent, RegisteredAgents, ReportingNodes
 from wazuhcluster.agents import status as statusModule
 from wazuhcluster.home import WazuhHome
+from wazuhcluster.internal_options import InternalOptions
 from wazuhcluster.protocol.agentcommands import ListAgents, RegistryRefused
 from wazuhcluster.protocol.stream import StreamFailed, StreamRefused, chunksOf
 from wazuhcluster.sync.bundle import BundleWriter
@@ -162,8 +163,27 @@ class RegisteredAgentsTests(SynchronousTestCase):
         self.assertEqual(list(registered), [RegisteredAgent("001", "web", "10.0.0.1"),
                                             RegisteredAgent("002", "net", "10.0.0.0/24"),
                                             RegisteredAgent("003", "db", "any")])
-        self.assertEqual(registered.statusNames, frozenset({"web-10.0.0.1", "db-any"}))
+        self.assertEqual(registered.statusNames, {"web-10.0.0.1": "web-10.0.0.1", "db-any": "db-any"})
         self.assertEqual(list(RegisteredAgents()), [])
+
+
+class MasterKeepsRegistryNamesTests(SynchronousTestCase):
+    def test_recordsShareTheRegistrysNames(self) -> None:
+        """A status's name, received from a worker, is kept as the registry's copy of it."""
+        home = os.path.abspath(self.mktemp())
+        for folder in ("etc", "queue/agent-info", "queue/cluster"):
+            os.makedirs(os.path.join(home, folder))
+        with open(os.path.join(home, "etc", "client.keys"), "wb") as f:
+            f.write(AgentKey("001", "web", "10.0.0.1", KEY).line())
+        master = MasterAgentInfo(WazuhHome(home), InternalOptions(), Clock(), "master", lambda c: True)
+        received = "".join(["web-", "10.0.0.1"])  # a string of its own, as decoded from a stream
+        counts = master._applyBlocking("node02", [(received, NOW - 5, keepAliveText("web", "10.0.0.1")),
+                                                  ("db-any", NOW - 5, b"x")], NOW)
+        self.assertEqual((counts["written"], counts["unknown"]), (1, 1))
+        kept = next(iter(master.nodes._records))
+        self.assertEqual(kept, received)
+        self.assertIs(kept, master.registered.statusNames()["web-10.0.0.1"])
+        self.assertEqual(master.nodes.recorded("web-10.0.0.1"), ("node02", round((NOW - 5) * 1e9)))
 
 
 class AgentInfoTests(SynchronousTestCase):

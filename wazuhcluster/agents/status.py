@@ -103,10 +103,12 @@ class RegisteredAgents:
     def __init__(self, agents: Iterable[AgentKey] = ()) -> None:
         agents = tuple(agents)
         self._lines = tuple(f"{agent.id} {agent.name} {agent.ip}" for agent in agents)
-        #: The status file names of the agents that can have one.
-        self.statusNames = frozenset(
-            name for agent in agents if (name := statusFileName(agent.name, agent.ip)) is not None
-        )
+        #: The status file names of the agents that can have one, each
+        #: mapped to itself: whoever keeps a name received from a worker
+        #: keeps this copy instead (L{ReportingNodes} does, for every agent).
+        self.statusNames: dict[str, str] = {
+            name: name for agent in agents if (name := statusFileName(agent.name, agent.ip)) is not None
+        }
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -202,7 +204,7 @@ class ReportingNodes:
 
     def keepOnly(self, fileNames: Iterable[str]) -> None:
         """Forget the agents whose status file name is not in C{fileNames}."""
-        keep = fileNames if isinstance(fileNames, (set, frozenset)) else set(fileNames)
+        keep = fileNames if isinstance(fileNames, (set, frozenset, dict)) else set(fileNames)
         with self._lock:
             gone = [name for name in self._records if name not in keep]
             for name in gone:

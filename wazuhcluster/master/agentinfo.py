@@ -168,8 +168,8 @@ class _RegisteredAgents:
         self._refresh()
         return self._agents
 
-    def statusNames(self) -> frozenset[str]:
-        """The status file names of the registered agents (blocking)."""
+    def statusNames(self) -> dict[str, str]:
+        """The status file names of the registered agents, each mapped to itself (blocking)."""
         self._refresh()
         return self._agents.statusNames
 
@@ -261,10 +261,12 @@ class MasterAgentInfo(Service):
         unknown: list[str] = []
         future: list[str] = []
         latest = round(Fraction(now + self.options.agent_info_max_skew) * 1_000_000_000)
-        for fileName, mtime, content in statuses:
-            if fileName not in registered:
+        for receivedName, mtime, content in statuses:
+            # The registry's copy of the name: the record below keeps it.
+            fileName = registered.get(receivedName)
+            if fileName is None:
                 counts["unknown"] += 1
-                unknown.append(fileName)
+                unknown.append(receivedName)
                 continue
             path = os.path.join(folder, fileName)
             try:
