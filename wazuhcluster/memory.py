@@ -40,9 +40,9 @@ _lock = threading.Lock()
 
 def releaseFreeMemory() -> bool:
     """
-    Return the C allocator's free pages to the system (blocking: a few
-    milliseconds with a heap of 100 MB; call it from a thread); whether
-    this platform can.  Concurrent calls do not wait: one trim is enough.
+    Return the C allocator's free pages to the system (blocking: up to
+    tens of milliseconds with hundreds of MB freed in scattered pieces;
+    call it from a thread); whether this platform can.  Concurrent calls do not wait: one trim is enough.
     """
     if _trim is None:
         return False
