@@ -46,19 +46,20 @@ _md5 = hashlib.md5
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
-#: What the scanner keeps of a file, in one C{bytes} of 66: its status key
-#: (size, mtime_ns, inode, ctime_ns: what must not change for its MD5 to
-#: stay valid), its MD5 and digest leaf (16 bytes each), its bucket, and
-#: whether the next walk may reuse the MD5 (not if the file changed too
-#: recently to trust the key).  One small object per file instead of a
-#: dozen: 50,000 files hold about 10 MB instead of 30.
-_RECORD = struct.Struct("<qqQq16s16sB?")
+#: What the scanner keeps of a file, in one C{bytes} of 66: its MD5 and
+#: digest leaf (16 bytes each), its bucket, whether the next walk may reuse
+#: the MD5 (not if the file changed too recently to trust its status), and
+#: its status key (size, mtime_ns, inode, ctime_ns: what must not change for
+#: its MD5 to stay valid).  One small object per file instead of a dozen:
+#: 50,000 files hold about 10 MB instead of 30.  A time outside what 64 bits
+#: of nanoseconds hold (before 1678 or after 2261) makes the key 64 bytes.
+_HEAD = struct.Struct("<16s16sB?")
 _KEY = struct.Struct("<qqQq")
-_KEY_SIZE = _KEY.size
-_MD5_AT = _KEY_SIZE
-_LEAF_AT = _MD5_AT + 16
-_BUCKET_AT = _LEAF_AT + 16
-_REUSABLE_AT = _BUCKET_AT + 1
+_MD5_AT = 0
+_LEAF_AT = 16
+_BUCKET_AT = 32
+_REUSABLE_AT = 33
+_KEY_AT = _HEAD.size
 
 
 class ScanFiles(Mapping[str, FileEntry]):
@@ -99,8 +100,12 @@ class ScanFiles(Mapping[str, FileEntry]):
 
 def _entryOf(record: bytes) -> FileEntry:
     """The L{FileEntry} a record describes."""
-    size, mtimeNs, _, _, md5, _, _, _ = _RECORD.unpack(record)
-    return FileEntry(md5.hex(), mtimeNs / 1e9, size)
+    key = record[_KEY_AT:]
+    if len(key) == _KEY.size:
+        size, mtimeNs, _, _ = _KEY.unpack(key)
+    else:
+        size, mtimeNs = (int.from_bytes(key[i:i + 16], "little", signed=True) for i in (0, 16))
+    return FileEntry(record[_MD5_AT:_LEAF_AT].hex(), mtimeNs / 1e9, size)
 
 
 _NO_FILES = ScanFiles({})
@@ -139,8 +144,11 @@ def _key(st: os.stat_result) -> tuple[int, int, int, int]:
 
 
 def _packedKey(st: os.stat_result) -> bytes:
-    """L{_key} as the first bytes of a record."""
-    return _KEY.pack(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    """L{_key} as the last bytes of a record."""
+    try:
+        return _KEY.pack(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    except struct.error:
+        return b"".join(value.to_bytes(16, "little", signed=True) for value in _key(st))
 
 
 class IntegrityScanner:
@@ -393,7 +401,7 @@ class _Scan:
                     if not stat.S_ISREG(st.st_mode):
                         continue
                     old = oldRecords.get(relpath)
-                    if old is not None and old[_REUSABLE_AT] and old.startswith(_packedKey(st)):
+                    if old is not None and old[_REUSABLE_AT] and old[_KEY_AT:] == _packedKey(st):
                         records[relpath] = old
                         buckets[old[_BUCKET_AT]] ^= int.from_bytes(old[_LEAF_AT:_BUCKET_AT], "big")
                         self.reused += 1
@@ -420,10 +428,10 @@ class _Scan:
                 window = RACY_WINDOW_NS
                 if st.st_ctime_ns % 1_000_000_000 == 0:
                     window += _COARSE_WINDOW_NS
-                self.records[relpath] = _RECORD.pack(
-                    st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, bytes.fromhex(digest),
-                    leaf.to_bytes(16, "big"), bucket, st.st_ctime_ns < self.started - window,
-                )
+                self.records[relpath] = _HEAD.pack(
+                    bytes.fromhex(digest), leaf.to_bytes(16, "big"), bucket,
+                    st.st_ctime_ns < self.started - window,
+                ) + _packedKey(st)
                 return
             try:
                 st = os.stat(path, follow_symlinks=False)
