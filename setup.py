@@ -16,6 +16,9 @@ setup(
         "treq",
         # api.yaml, as Wazuh 4 lays out its API settings.
         "pyyaml>=6",
+        # The metrics endpoint: the reference implementation of the Prometheus
+        # client (registry, metric types, text exposition, process_* metrics).
+        "prometheus_client>=0.17",
     ],
     extras_require={"test": ["pytest", "pytest-twisted", "hypothesis"]},
     entry_points={

@@ -111,13 +111,16 @@ def main() -> None:
     nodes = [("master", "master-node", "master")] + [
         (f"worker{n}", f"worker-node{n}", "worker") for n in range(1, args.workers + 1)
     ]
+    # Every node's Prometheus metrics, each on a free port (docs/metrics.md).
+    metricsPorts = {name: freePort(0) for _, name, _ in nodes}
     processes = []
     try:
         for folder, name, nodeType in nodes:
             home = os.path.join(args.work, folder)
             writeNodeHome(
                 home, name, nodeType, key, port,
-                options={"keep_alive": 5, "sync_integrity": 3, "sync_agent_info": 2},
+                options={"keep_alive": 5, "sync_integrity": 3, "sync_agent_info": 2,
+                         "metrics_port": metricsPorts[name]},
                 apiPort=apiPort if nodeType == "master" else None,
             )
             if nodeType == "master":
@@ -165,6 +168,11 @@ def main() -> None:
         url = f"http://127.0.0.1:{apiPort}/cluster/healthcheck"
         print(f"The master's REST API ({apiAnswers(url, 'wazuh', apiPassword)}):")
         print(f'$ curl -u wazuh:{apiPassword} "{url}?pretty"\n')
+        print("Each node's Prometheus metrics (docs/metrics.md; deploy/grafana/ has a dashboard):")
+        for name, metricsPort in metricsPorts.items():
+            metricsUrl = f"http://127.0.0.1:{metricsPort}/metrics"
+            print(f"  {name + ':':14} {metricsUrl}  ({metricsAnswer(metricsUrl)})")
+        print(f"$ curl -s http://127.0.0.1:{metricsPorts['master-node']}/metrics | grep ^wazuhcluster_workers\n")
         print(f"Logs: {args.work}/*/logs/cluster.log")
         if args.exit_after_join:
             return
@@ -246,6 +254,16 @@ def apiAnswers(url: str, user: str, password: str) -> str:
     except (OSError, ValueError, KeyError) as e:
         return f"NOT answering: {e}"
     return f"answering: {data['n_connected_nodes']} connected nodes"
+
+
+def metricsAnswer(url: str) -> str:
+    """Scrape C{url} once: how many samples it gave."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            text = answer.read().decode("utf-8")
+    except (OSError, ValueError) as e:
+        return f"NOT answering: {e}"
+    return f"answering: {sum(1 for line in text.splitlines() if line and not line.startswith('#'))} samples"
 
 
 def _read(path: str) -> bytes | None:

@@ -6,7 +6,8 @@ C{daemon.option=value} lines shared by all its daemons.  The cluster's
 keep-alive, retry and synchronisation periods live there under C{cluster.}
 (and the log level under C{wazuh_clusterd.debug}), so that a test or a busy
 site can change them without editing ``ossec.conf``; the limits of the
-cluster port and the log's rotation live there too (docs/operations.md).  Options of other
+cluster port, the log's rotation and the metrics port live there too
+(docs/operations.md, docs/metrics.md).  Options of other
 daemons are left alone; a mistyped cluster option is an error, because a
 silently ignored timing is worse than a refusal to start.
 """
@@ -14,6 +15,7 @@ silently ignored timing is worse than a refusal to start.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
 from collections.abc import Callable
@@ -42,7 +44,7 @@ class InternalOptionsError(ConfigError):
 class InternalOptions:
     """
     The cluster's cycle timings, in seconds, and its debug level; the limits
-    of the cluster port and the log's rotation.
+    of the cluster port, the log's rotation, and where metrics are served.
 
     The timings' defaults are Wazuh's.  Fractions of a second are allowed so
     that tests can run the cycles quickly.
@@ -76,6 +78,9 @@ class InternalOptions:
     #: rotated files (cluster.log.1, ...) are kept.
     log_rotate_bytes: int = 10 * 1024 * 1024
     log_rotated_files: int = 5
+    #: Where the node serves its Prometheus metrics (docs/metrics.md); port 0: off.
+    metrics_port: int = 0
+    metrics_bind: str = "127.0.0.1"
 
 
 _DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
@@ -136,6 +141,21 @@ def _allowed_workers(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(entries.items()))
 
 
+def _port(value: str) -> int:
+    """A TCP port, or 0 for none."""
+    if _WHOLE.fullmatch(value) and int(value) <= 65535:
+        return int(value)
+    raise ValueError("must be a port number from 1 to 65535, or 0 to turn it off")
+
+
+def _address(value: str) -> str:
+    """An IPv4 or IPv6 address to listen on."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError("must be an IP address to listen on, such as 127.0.0.1 or 0.0.0.0") from None
+
+
 def _debug_level(value: str) -> int:
     """Wazuh's debug level: 0, 1 or 2."""
     if _WHOLE.fullmatch(value) and int(value) <= 2:
@@ -172,6 +192,8 @@ OPTIONS: dict[str, tuple[str, Callable[[str], object]]] = {
     **{f"cluster.{name}": (name, _attempts) for name in _COUNT_FIELDS},
     "cluster.log_rotate_bytes": ("log_rotate_bytes", _bytes),
     "cluster.allowed_workers": ("allowed_workers", _allowed_workers),
+    "cluster.metrics_port": ("metrics_port", _port),
+    "cluster.metrics_bind": ("metrics_bind", _address),
     "wazuh_clusterd.debug": ("debug", _debug_level),
 }
 

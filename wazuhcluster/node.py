@@ -41,6 +41,8 @@ from .master.connection import WorkerConnectionFactory
 from .stats import NodeStats
 from .master.agentinfo import MasterAgentInfo
 from .master.integrity import MasterIntegrity
+from .metrics.endpoint import metricsService
+from .metrics.reactorlag import ReactorLagProbe
 from .sync.table import SyncTable
 from .worker.agentinfo import WorkerAgentInfo
 from .worker.integrity import WorkerIntegrity
@@ -89,7 +91,8 @@ def portProblem(setup: NodeSetup) -> str | None:
     Why the node could not listen where it must (a master's cluster port,
     the API's port), checked before anything starts: in daemon mode this
     is the last moment the terminal that started the node can be told in
-    plain words.  A port taken in between is still reported at start.
+    plain words.  The metrics port is checked too.  A port taken in between
+    is still reported at start.
     """
     config, api = setup.config, setup.api
     if config.is_master:
@@ -97,7 +100,11 @@ def portProblem(setup: NodeSetup) -> str | None:
         if problem:
             return problem
     if api.enabled:
-        return _listenProblem(api.host, api.port)
+        problem = _listenProblem(api.host, api.port)
+        if problem:
+            return problem
+    if setup.options.metrics_port:
+        return _listenProblem(setup.options.metrics_bind, setup.options.metrics_port)
     return None
 
 
@@ -173,6 +180,10 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
     node = NodeService(setup, foreground)
     table = SyncTable.load()
     stats = NodeStats(reactor.seconds())
+    metrics = stats.metrics
+    metrics.describeNode(
+        config.node_name, config.name, config.node_type, __version__, getattr(reactor, "getThreadPool", None)
+    )
     local = LocalNode(
         home, config.node_name, config.name, config.node_type, __version__, stats, setup.api.restartCommand
     )
@@ -190,6 +201,8 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
         integrity.stats = stats
         integrity.setServiceParent(node)
         fleet.integrityStatus = integrity.statusOf
+        metrics.watchWorkers(lambda: fleet.workers, reactor.seconds)
+        metrics.beforeScrape.append(agentInfo.countForMetrics)
 
         def toWorker(name: str) -> object:
             connection = fleet.workers.get(name)
@@ -249,12 +262,16 @@ def makeNodeService(setup: NodeSetup, reactor: object, foreground: bool = True) 
         integrity.setServiceParent(node)
         agentInfo.setServiceParent(node)
         registration = ForwardedRegistration(lambda: link.connection)
+        metrics.watchMaster(lambda: link.connection is not None)
         view = link
     controlSocketService(reactor, home.controlSocket, view, registration).setServiceParent(node)
     if setup.api.enabled:
         apiService(
-            reactor, setup.api, home, tls, routes(ApiContext(config, view, registration, calls))
+            reactor, setup.api, home, tls, routes(ApiContext(config, view, registration, calls)), metrics
         ).setServiceParent(node)
+    if setup.options.metrics_port:
+        ReactorLagProbe(reactor, metrics.reactorLag).setServiceParent(node)
+        metricsService(reactor, metrics, setup.options.metrics_bind, setup.options.metrics_port).setServiceParent(node)
     return node
 
 

@@ -5,11 +5,15 @@ C{GET /cluster/:node_id/stats}.
 Each part of the daemon counts what it does in the node's one L{NodeStats}
 (the builder hands it over; a part built alone, in a test, counts in its
 own).  Counting is an addition on the reactor thread: no lock, no cost.
+The node's Prometheus metrics travel with its counters (L{NodeStats.metrics}),
+so that every part that counts can also record a labelled figure.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from .metrics.registry import NodeMetrics
 
 #: Every counter, with what it counts.
 COUNTERS = {
@@ -34,6 +38,8 @@ class NodeStats:
     def __init__(self, startedAt: float = 0.0) -> None:
         self.startedAt = startedAt
         self._counts = dict.fromkeys(COUNTERS, 0)
+        #: The node's Prometheus metrics (docs/metrics.md).
+        self.metrics = NodeMetrics()
 
     def count(self, name: str, n: int = 1) -> None:
         self._counts[name] += n

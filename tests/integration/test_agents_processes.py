@@ -97,11 +97,14 @@ def test_agents_across_the_cluster(cluster: Cluster) -> None:
         assert "001 !web 10.0.0.5 " in client_keys_of(worker)
     assert "001" not in control_agents(master)[0]
 
-    # An agent added by hand on a worker disappears at the next sync.
+    # An agent added by hand on a worker disappears at the next sync.  Its
+    # status is written first: the helper is a new Python process, which on
+    # a loaded machine could finish after the sync that the client.keys
+    # line below starts.
+    agent_keep_alive(w1, "rogue", "any")
     with open(w1.home / "etc" / "client.keys", "a") as f:
         f.write(f"099 rogue any {KEY}\n")
     (w1.home / "queue" / "agent-groups" / "099").write_text("default\n")
-    agent_keep_alive(w1, "rogue", "any")
     wait_for(lambda: "rogue" not in client_keys_of(w1) and not (w1.home / "queue" / "agent-groups" / "099").exists()
              and not (w1.home / "queue" / "agent-info" / "rogue-any").exists(),
              "the hand-added agent to leave worker1", timeout=20, alive=nodes)

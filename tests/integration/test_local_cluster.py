@@ -42,6 +42,10 @@ def test_demo_cluster(tmp_path: Path) -> None:
     # It asked the master's REST API as the curl line it prints does.
     assert "The master's REST API (answering: 3 connected nodes):" in out, out
     assert '$ curl -u wazuh:' in out and '/cluster/healthcheck?pretty"' in out
+    # Every node's metrics answered on the URL printed for it.
+    metrics = [line.split() for line in out.splitlines() if line.endswith(" samples)") and "/metrics" in line]
+    assert [m[0] for m in metrics] == ["master-node:", "worker-node1:", "worker-node2:"], out
+    assert all(m[1].startswith("http://127.0.0.1:") and m[2] == "(answering:" for m in metrics), out
 
     # The printed commands run as they are, in a fresh shell where the
     # virtual environment is not active (the demo has stopped by now: the

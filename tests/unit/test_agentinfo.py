@@ -280,6 +280,60 @@ class AgentInfoTests(SynchronousTestCase):
         status = self.agentInfo.statusOf("node02")
         self.assertEqual((status.total, status.running, status.date_end), (2, False, NOW))
 
+    def metricsCounts(self) -> dict[str, int]:
+        metrics = self.agentInfo.stats.metrics
+        self.successResultOf(Deferred.fromCoroutine(self.agentInfo.countForMetrics()))
+        return dict(metrics._state.agents)
+
+    def listedCounts(self) -> dict[str, int]:
+        counts = dict.fromkeys(("Active", "Disconnected", "Never connected", "Pending"), 0)
+        for status, _ in self.listing().values():
+            counts[status] += 1
+        return counts
+
+    def test_metricsCountsFollowWithoutListing(self) -> None:
+        """
+        The agents by status for the metrics follow the statuses the workers
+        send and the time, as the listing would show them, without a full
+        listing for each scrape (one at the first, one after the registry
+        changed, then one every AGENT_COUNTS_RESYNC seconds).
+        """
+        from wazuhcluster.master import agentinfo as module
+        from wazuhcluster.metrics.registry import AGENT_COUNTS_RESYNC
+
+        listings: list[float] = []
+        real = module.listAgents
+        self.patch(module, "listAgents", lambda *a, **k: listings.append(self.clock.seconds()) or real(*a, **k))
+        home2, _ = self.worker("node02")
+        self.assertEqual(self.metricsCounts(), {"Active": 1, "Disconnected": 0, "Never connected": 5, "Pending": 0})
+        self.assertEqual(len(listings), 1)
+        writeAgentInfo(home2.root, "web", "10.0.0.5", when=NOW - 590)
+        writeAgentInfo(home2.root, "db", "any", when=NOW - 3600)
+        writeAgentInfo(home2.root, "mail", "10.0.0.7", pending=True)
+        self.send("node02")
+        self.assertEqual(self.metricsCounts(), {"Active": 2, "Disconnected": 1, "Never connected": 2, "Pending": 1})
+        self.clock.advance(11)  # web's keep-alive is now over 600 s old
+        self.assertEqual(self.metricsCounts(), {"Active": 1, "Disconnected": 2, "Never connected": 2, "Pending": 1})
+        writeAgentInfo(home2.root, "web", "10.0.0.5", when=self.clock.seconds())
+        writeAgentInfo(home2.root, "mail", "10.0.0.7", when=self.clock.seconds())
+        self.send("node02")
+        self.assertEqual(self.metricsCounts(), {"Active": 3, "Disconnected": 1, "Never connected": 2, "Pending": 0})
+        self.assertEqual(len(listings), 1)
+        self.assertEqual(self.metricsCounts(), self.listedCounts())
+        # An agent removed from the registry: the next scrape lists again.
+        self.keys(("001", "web", "10.0.0.5"), ("002", "db", "any"), ("003", "mail", "10.0.0.7"))
+        self.successResultOf(self.agentInfo.registryChanged())
+        self.assertEqual(self.metricsCounts(), {"Active": 3, "Disconnected": 1, "Never connected": 0, "Pending": 0})
+        scraped = len(listings)
+        # A status written on the master by another program shows at the periodic listing.
+        writeAgentInfo(self.masterHome.root, "db", "any", when=self.clock.seconds())
+        self.clock.advance(AGENT_COUNTS_RESYNC / 2)
+        self.assertEqual(self.metricsCounts()["Disconnected"], 1)
+        self.clock.advance(AGENT_COUNTS_RESYNC / 2 + 1)
+        counts = self.metricsCounts()
+        self.assertEqual(len(listings), scraped + 1)
+        self.assertEqual(counts, self.listedCounts())
+
     def test_healthCountsActiveAgents(self) -> None:
         home2, _ = self.worker("node02")
         writeAgentInfo(home2.root, "web", "10.0.0.5", when=NOW)

@@ -26,6 +26,7 @@ from wazuhcluster.api.settings import ApiLimits, loadApiSettings
 from wazuhcluster.api.users import ApiUsers, ScryptCost
 from wazuhcluster.config import ConfigError
 from wazuhcluster.home import WazuhHome
+from wazuhcluster.metrics.registry import NodeMetrics
 
 CHEAP = ScryptCost(n=16, r=1, p=1)
 PASSWORD = "a good password"
@@ -143,6 +144,30 @@ class AuthenticationTests(GuardTestsMixin, SynchronousTestCase):
         self.request(transport, channel, basic("alice", PASSWORD), b"hello")
         status, answer = self.status(transport)
         self.assertEqual((status, answer), (200, {"got": 5, "user": "alice"}))
+
+    def test_answersCounted(self) -> None:
+        """Each answer is counted by method and status, refusals included, with its duration."""
+        metrics = NodeMetrics()
+        self.site.metrics = metrics
+        channel, transport = self.connect()
+        self.request(transport, channel, basic("alice", PASSWORD), b"hello")
+        channel, transport = self.connect(host="10.0.0.2")
+        channel.dataReceived(b"PUT /x HTTP/1.1\r\nHost: api\r\n")
+        self.clock.advance(0.25)
+        channel.dataReceived(b"Content-Length: 2\r\n\r\n{}")  # no credentials: 401 at the headers
+        channel, transport = self.connect(host="10.0.0.3")
+        self.request(transport, channel, basic("alice", "wrong"), b"{}")
+        channel, transport = self.connect(host="10.0.0.4")
+        channel.dataReceived(b"BREW /x HTTP/1.1\r\nHost: api\r\nContent-Length: 0\r\n\r\n")
+        counted = {
+            (s.labels["method"], s.labels["code"]): s.value
+            for s in metrics.apiRequests.collect()[0].samples if s.name.endswith("_total")
+        }
+        # A method a stranger makes up is "other": it cannot grow the metrics.
+        self.assertEqual(counted, {("POST", "200"): 1, ("PUT", "401"): 1, ("POST", "401"): 1, ("other", "401"): 1})
+        duration = {s.name: s.value for s in metrics.apiRequestDuration.collect()[0].samples}
+        self.assertEqual(duration["wazuhcluster_api_request_duration_seconds_count"], 4)
+        self.assertAlmostEqual(duration["wazuhcluster_api_request_duration_seconds_sum"], 0.25)
 
     def test_tooLargeAfterCredentials(self) -> None:
         """Good credentials and a Content-Length over max_upload_size: 413 before any of the body."""

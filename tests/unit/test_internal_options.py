@@ -125,6 +125,8 @@ class DefaultsTests(InternalOptionsTestCase):
                 "agent_info_max_skew": 60,
                 "log_rotate_bytes": 10485760,
                 "log_rotated_files": 5,
+                "metrics_port": 0,
+                "metrics_bind": "127.0.0.1",
             },
         )
 
@@ -251,6 +253,25 @@ class ClusterPortOptionsTests(InternalOptionsTestCase):
     def test_bad_sizes(self) -> None:
         self.assertOptionsError("cluster.log_rotate_bytes=100", 1, "at least 4096")
         self.assertOptionsError("cluster.max_workers=0", 1, "whole number of at least 1")
+
+
+class MetricsOptionsTests(InternalOptionsTestCase):
+    """Where the node serves its Prometheus metrics (docs/metrics.md)."""
+
+    def test_port_and_address(self) -> None:
+        options = self.load("cluster.metrics_port = 9101\ncluster.metrics_bind = ::1\n")
+        self.assertEqual((options.metrics_port, options.metrics_bind), (9101, "::1"))
+        self.assertEqual(self.load("cluster.metrics_port=0\n").metrics_port, 0)
+
+    def test_bad_port(self) -> None:
+        for value in ("65536", "-1", "http", "9101.5"):
+            self.assertOptionsError(f"cluster.metrics_port={value}", 1, "cluster.metrics_port is", "port number")
+
+    def test_bad_address(self) -> None:
+        for value in ("localhost", "10.0.0.300", "", "0.0.0.0:9101"):
+            self.assertOptionsError(
+                f"cluster.metrics_bind={value}", 1, "cluster.metrics_bind is", "must be an IP address"
+            )
 
 
 class ErrorTests(InternalOptionsTestCase):

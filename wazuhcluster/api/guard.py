@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import resource
 from io import BytesIO
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
@@ -42,6 +42,9 @@ from twisted.web.server import Request, Site
 
 from .authn import BODY_TOO_LARGE, REQUEST_TIMEOUT, Authenticator, Refusal
 from .settings import ApiLimits
+
+if TYPE_CHECKING:
+    from ..metrics.registry import NodeMetrics
 
 #: Bytes of a body kept in memory while its sender's password is verified.
 HELD_BODY = 64 * 1024
@@ -115,6 +118,11 @@ class GuardedRequest(Request):
     apiUser: str | None = None
     _received = 0
     _waitingToProcess = False
+
+    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(channel, *args, **kwargs)
+        #: When the request's first line arrived (for its duration's metric).
+        self.arrivedAt = channel.site.reactor.seconds()
 
     def gotLength(self, length: int | None) -> None:
         if self.apiUser is None:
@@ -318,6 +326,11 @@ class GuardedChannel(HTTPChannel):
             if request.content is not None:
                 request.content.close()
                 request.content = BytesIO()
+        if self.requests:
+            # The method as the request line gave it: the request has none
+            # until its body is in.
+            method = getattr(self, "_command", None) or self.requests[-1].method
+            self.site.answered(method, refusal.status, self.requests[-1].arrivedAt)
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         if self._pausedForAuthentication or self._handlingRequest:
             self._pausedForAuthentication = False
@@ -355,12 +368,26 @@ class GuardedSite(Site):
         self.throttled = ThrottledLog(reactor)
         self.displayTracebacks = False
         self.noisy = False
+        #: Where answered requests are counted (the node's metrics), if anywhere.
+        self.metrics: NodeMetrics | None = None
 
     def protocol(self) -> GuardedChannel:  # type: ignore[override]
         return GuardedChannel()
 
     def log(self, request: Any) -> None:
-        """No access log: cluster.log is for the cluster."""
+        """No access log (cluster.log is for the cluster): the request is counted."""
+        self.answered(request.method, request.code, request.arrivedAt)
+
+    def answered(self, method: bytes, code: int, arrivedAt: float) -> None:
+        """Record an answered request in the node's metrics."""
+        if self.metrics is not None:
+            name = method.decode("ascii") if method in _METHODS else "other"
+            self.metrics.apiAnswered(name, code, self.reactor.seconds() - arrivedAt)
+
+
+#: The methods counted by name; any other is counted as "other" (a stranger
+#: choosing a method must not grow the metrics).
+_METHODS = frozenset({b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH"})
 
 
 class _Counted(ProtocolWrapper):
@@ -377,6 +404,11 @@ class ConnectionLimiter(WrappingFactory):
     protocol = _Counted
     noisy = False
 
+    #: What the log lines call the service, and the settings of its two caps.
+    serviceName = "the API"
+    totalSetting = "access.max_connections"
+    perAddressSetting = "access.max_connections_per_address"
+
     def __init__(self, wrapped: Any, maxConnections: int, maxPerAddress: int, throttled: ThrottledLog) -> None:
         super().__init__(wrapped)
         self.maxConnections = maxConnections
@@ -389,13 +421,14 @@ class ConnectionLimiter(WrappingFactory):
         address = str(getattr(addr, "host", addr))
         if self.total >= self.maxConnections:
             self.throttled.warn(
-                "connections", address, f"connection closed: the API has {self.total} open (access.max_connections)."
+                "connections", address,
+                f"connection closed: {self.serviceName} has {self.total} open ({self.totalSetting}).",
             )
             return None
         if self.perAddress.get(address, 0) >= self.maxPerAddress:
             self.throttled.warn(
                 "connections", address,
-                f"connection closed: it has {self.maxPerAddress} open (access.max_connections_per_address).",
+                f"connection closed: it has {self.maxPerAddress} open ({self.perAddressSetting}).",
             )
             return None
         protocol = super().buildProtocol(addr)

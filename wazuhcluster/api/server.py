@@ -54,12 +54,17 @@ def _loadPair(settings: ApiSettings, source: str) -> TLSMaterial:
 
 
 def apiService(
-    reactor: Any, settings: ApiSettings, home: Any, nodeTLS: TLSMaterial, routes: list[Route]
+    reactor: Any, settings: ApiSettings, home: Any, nodeTLS: TLSMaterial, routes: list[Route],
+    metrics: Any = None,
 ) -> StreamServerEndpointService:
-    """The service listening for the API, ready to start."""
+    """
+    The service listening for the API, ready to start; answered requests
+    are counted in C{metrics} (the node's L{NodeMetrics}) when given.
+    """
     limits = settings.limits
     authenticator = Authenticator(ApiUsers(usersPath(home)), limits, reactor)
     site = apiSite(routes, authenticator, limits, reactor)
+    site.metrics = metrics
     factory: Any = site
     if settings.https:
         material = _loadPair(settings, apiSettingsPath(home)) if settings.cert else nodeTLS

@@ -47,10 +47,12 @@ from twisted.logger import Logger
 from ..agents.agentinfo import AGENT_INFO_FOLDER, MAX_STATUS_SIZE, parseStatusFileName, statusFileName
 from ..agents.clientkeys import readClientKeys
 from ..agents.registry import AgentRegistry
+from ..agents.statuscounts import StatusCounts
 from ..agents.status import AgentRecord, AgentState, RegisteredAgents, ReportingNodes, activeByNode, listAgents
 from ..files import writeFileAtomically
 from ..home import WazuhHome
 from ..internal_options import InternalOptions
+from ..metrics.registry import AGENT_COUNTS_RESYNC
 from ..protocol.agentcommands import ListAgents, RegistryRefused
 from ..protocol.stream import SinkFactory, StreamRefused
 from ..stats import NodeStats
@@ -199,6 +201,8 @@ class MasterAgentInfo(Service):
         self.nodes = ReportingNodes(home.path("queue", "cluster", "agent-nodes.json"))
         self.registered = _RegisteredAgents(self.registry.keysPath)
         self.statuses: dict[str, AgentInfoStatus] = {}
+        #: The agents by status, for the metrics (rebuilt from each listing).
+        self.statusCounts = StatusCounts(options.agent_disconnection_time)
         self._applying = DeferredLock()
         #: The node's counters (the builder hands over the node's own).
         self.stats = NodeStats()
@@ -248,13 +252,22 @@ class MasterAgentInfo(Service):
         """Take the statuses worker C{node} sent; returns what became of them."""
         await self._applying.acquire()
         try:
-            return await self.runInThread(self._applyBlocking, node, statuses, self.clock.seconds())
+            now = self.clock.seconds()
+            changes: list[tuple[str, float, bool]] = []
+            counts = await self.runInThread(self._applyBlocking, node, statuses, now, changes)
+            self.statusCounts.update(changes, now)
+            return counts
         finally:
             self._applying.release()
 
     def _applyBlocking(
-        self, node: str, statuses: Sequence[tuple[str, float, bytes]], now: float
+        self, node: str, statuses: Sequence[tuple[str, float, bytes]], now: float,
+        changes: list[tuple[str, float, bool]] | None = None,
     ) -> dict[str, int]:
+        """
+        Write the statuses newer than the master's (blocking); each written
+        is added to C{changes} as (file name, keep-alive, whether empty).
+        """
         registered = self.registered.statusNames()
         folder = self.home.path(AGENT_INFO_FOLDER)
         counts = {"written": 0, "same": 0, "older": 0, "unknown": 0, "future": 0}
@@ -294,6 +307,8 @@ class MasterAgentInfo(Service):
                 else:
                     writeFileAtomically(path, content, 0o660, durable=False, mtimeNs=received)
                 counts["written"] += 1
+                if changes is not None:
+                    changes.append((fileName, received / 1e9, not content))
             else:
                 counts["same"] += 1
             self.nodes.record(fileName, node, received)
@@ -318,6 +333,8 @@ class MasterAgentInfo(Service):
 
     def registryChanged(self) -> Deferred[None]:
         """client.keys changed: forget removed agents, remove their files, report bad lines."""
+
+        self.statusCounts.invalidate()
 
         def clean() -> tuple[list[str], list[str]]:
             removed, warnings = self.registry.removeFilesOfUnregistered()
@@ -362,6 +379,9 @@ class MasterAgentInfo(Service):
 
         def made(records: list[AgentRecord]) -> None:
             self._recent[details] = (now, records)
+            built = self.statusCounts.builtAt
+            if built is None or built <= now:
+                self.statusCounts.rebuild(records, now)
             for w in self._making.pop(details, []):
                 w.callback(records)
 
@@ -427,6 +447,17 @@ class MasterAgentInfo(Service):
             name = ""
         return {"agents": page, "total": len(chosen), "listing": name}
 
+    async def countForMetrics(self) -> None:
+        """
+        Give the node's metrics the agents by status (L{StatusCounts}),
+        after a full listing when the counts were last rebuilt more than
+        L{AGENT_COUNTS_RESYNC} seconds ago, or the registry changed since.
+        """
+        built = self.statusCounts.builtAt
+        if built is None or self.clock.seconds() - built > AGENT_COUNTS_RESYNC:
+            await self.listing()
+        self.stats.metrics.countAgents(self.statusCounts.counts(self.clock.seconds()))
+
     async def activeAgents(self) -> dict[str, int]:
         """How many agents are active on each node, from a listing at most a few seconds old."""
         return activeByNode(await self.listing(maxAge=2.0))
@@ -474,6 +505,7 @@ class _StatusSink:
                 raise
             self.master.stats.count("agentinfo_syncs")
             self.master.stats.count("agentinfo_statuses_received", counts["written"] + counts["same"])
+            self.master.stats.metrics.agentInfoUpdates.labels(worker=self.node).inc(counts["written"] + counts["same"])
             status = self.status
             status.running, status.date_end = False, self.master.clock.seconds()
             status.total = len(self.inbox.statuses)

@@ -321,6 +321,7 @@ class MasterIntegrity(Service):
         status = self.statusOf(connection.nodeName)
         if status.running:
             return json.dumps({"busy": True})
+        started = self.clock.seconds()
         current = self.current if self.current is not None else await self.recalculate()
         differing = current.digest.differing(digest)
         if differing:
@@ -328,7 +329,7 @@ class MasterIntegrity(Service):
         now = self.clock.seconds()
         status.date_start, status.date_end, status.last_error = now, now, ""
         status.missing = status.shared = status.extra = status.extra_valid = 0
-        self.stats.count("integrity_syncs")
+        self._ended(connection.nodeName, "in_sync", started)
         return json.dumps({"in_sync": True, "generation": self.generation})
 
     async def workerManifest(self, connection: Any, decoder: ManifestDecoder, buckets: frozenset[int] | None) -> str:
@@ -349,6 +350,7 @@ class MasterIntegrity(Service):
             comparison = await self.runInThread(_compareManifest, decoder, buckets, index, self.table, current.unstable)
         except BaseException:
             status.running = False
+            self._ended(name, "failed", status.date_start)
             raise
         status.missing, status.shared = len(comparison.missing), len(comparison.shared)
         status.extra, status.extra_valid = len(comparison.extra), len(comparison.extra_valid)
@@ -370,7 +372,7 @@ class MasterIntegrity(Service):
         }
         if comparison.inSync:
             status.running, status.date_end = False, self.clock.seconds()
-            self.stats.count("integrity_syncs")
+            self._ended(name, "in_sync", status.date_start)
         else:
             Deferred.fromCoroutine(self._transfer(connection, status, comparison, generation))
         return json.dumps(answer)
@@ -396,6 +398,8 @@ class MasterIntegrity(Service):
                 result = jsonObject(answer)
                 self.stats.count("integrity_files_sent", len(bundle.sent))
                 self.stats.count("integrity_bytes_sent", bundle.bytesOut)
+                self.stats.metrics.filesSent.labels(worker=name).inc(len(bundle.sent))
+                self.stats.metrics.bytesSent.labels(worker=name).inc(bundle.bytesOut)
                 for path, reason in bundle.failed[:20]:
                     self.log.error("Could not send {path} to worker {name}: {reason}.",
                                    path=path, name=name, reason=reason)
@@ -424,9 +428,9 @@ class MasterIntegrity(Service):
                     timeout=self.options.timeout_receiving_file,
                 )
             status.date_end = self.clock.seconds()
-            self.stats.count("integrity_syncs")
+            self._ended(name, "sent", status.date_start)
         except Exception as e:
-            self.stats.count("errors")
+            self._ended(name, "failed", status.date_start)
             status.last_error = str(e) or type(e).__name__
             self.log.warn(
                 "Integrity sync with worker {name} failed: {why}; it is retried next cycle.",
@@ -435,6 +439,11 @@ class MasterIntegrity(Service):
             )
         finally:
             status.running = False
+
+    def _ended(self, name: str, result: str, started: float) -> None:
+        """One check of worker C{name} ended: C{in_sync}, C{sent} (files moved) or C{failed}."""
+        self.stats.count("errors" if result == "failed" else "integrity_syncs")
+        self.stats.metrics.integritySyncEnded(name, result, self.clock.seconds() - started)
 
     def _knownAgentsOnly(self, paths: tuple[str, ...]) -> list[str]:
         """The extra-valid paths that name an agent registered here (blocking)."""

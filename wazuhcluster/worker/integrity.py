@@ -191,11 +191,15 @@ class WorkerIntegrity(Service):
             )
             if check.get("busy"):
                 self._masterBusy()
-            elif check.get("in_sync"):
-                self.generation = int(check.get("generation", 0))
-                self.log.debug("Files in sync with the master ({n} files).", n=len(scan.files))
             else:
-                await self._listDifferences(connection, scan.files, _bucketsOf(check))
+                if check.get("in_sync"):
+                    self.generation = int(check.get("generation", 0))
+                    self.log.debug("Files in sync with the master ({n} files).", n=len(scan.files))
+                    synced = True
+                else:
+                    synced = await self._listDifferences(connection, scan.files, _bucketsOf(check))
+                if synced:
+                    self.stats.metrics.lastSync.set(self.clock.seconds())
             self.stats.count("integrity_syncs")
         except Exception as e:
             self.stats.count("errors")
@@ -229,7 +233,7 @@ class WorkerIntegrity(Service):
             self._lastScan = await self.runInThread(self.scanner.scan)
         return self._lastScan
 
-    async def _listDifferences(self, connection: Any, files: Mapping[str, FileEntry], buckets: list[int]) -> None:
+    async def _listDifferences(self, connection: Any, files: Mapping[str, FileEntry], buckets: list[int]) -> bool:
         """Send the manifest of the buckets that differ, and take what the master sends back."""
         pieces = await self.runInThread(_manifestPieces, files, frozenset(buckets))
         answer = jsonObject(
@@ -242,7 +246,8 @@ class WorkerIntegrity(Service):
         )
         if answer.get("busy"):
             self._masterBusy()
-        elif answer.get("in_sync"):
+            return False
+        if answer.get("in_sync"):
             self.log.debug("Files in sync with the master ({n} buckets compared).", n=len(buckets))
         else:
             self.log.info(
@@ -258,15 +263,18 @@ class WorkerIntegrity(Service):
                     await self._waitForBundle(connection)
                 finally:
                     applied = await self._takeApplied()
-                if "error" not in self.lastResult:
+                failed = "error" in self.lastResult
+                if not failed:
                     self.generation = int(answer.get("generation", self.generation))
                 if CLIENT_KEYS in applied:
                     # Agents may have been removed: their files go too.
                     await self._removeFilesOfUnregisteredAgents()
+                return not failed
             elif answer.get("extra_valid"):
                 # Group files only this worker has: those of agents the
                 # master does not register go (the others it asks for).
                 await self._removeFilesOfUnregisteredAgents()
+        return True
 
     async def _takeApplied(self) -> frozenset[str]:
         """
@@ -311,6 +319,7 @@ class WorkerIntegrity(Service):
         self.lastResult = result or {"error": error}
         if result is not None:
             self.stats.count("integrity_files_received", result.get("written", 0))
+            self.stats.metrics.filesReceived.inc(result.get("written", 0))
             self.stats.count("integrity_bytes_received", result.get("bytes", 0))
         done = self._bundleDone
         if done is not None and not done.called:

@@ -191,6 +191,7 @@ class MasterLink(MultiService, AsksAboutNodes):
         self.clock = clock
         self.connection: MasterConnection | None = None
         self.failedKeepAlives = 0
+        self._hasJoined = False
         #: Called each time the worker joins the master (its first syncs start there).
         self.onJoined: list[Callable[[], object]] = []
         #: The node's counters (the builder hands over the node's own).
@@ -223,6 +224,9 @@ class MasterLink(MultiService, AsksAboutNodes):
         )
 
     def _joined(self, protocol: MasterConnection) -> None:
+        if self._hasJoined:
+            self.stats.metrics.reconnects.inc()
+        self._hasJoined = True
         self.connection = protocol
         self.failedKeepAlives = 0
         self.log.info(
