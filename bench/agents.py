@@ -222,7 +222,7 @@ def baselines(layout: Layout, args: argparse.Namespace, results: Results) -> dic
             with open(os.path.join(folder, statusName(i)), "rb") as f:
                 batch.append((statusName(i), layout.mtimes[i] / 1e9, f.read()))
         batches.append(batch)
-    agentInfo.registered.byStatusName()  # client.keys parsed once, as the running master has by then
+    agentInfo.registered.statusNames()  # client.keys parsed once, as the running master has by then
     os.sync()  # the writeback of the trees written so far does not weigh on the timing
     wall, cpu = time.perf_counter(), time.process_time()
     for w, batch in enumerate(batches):

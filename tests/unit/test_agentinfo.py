@@ -23,8 +23,11 @@ from wazuhcluster.agents.agentinfo import (
     writeAgentInfo,
 )
 from wazuhcluster.agents.registry import AgentRegistry
-from wazuhcluster.agents.status import AgentState, ReportingNodes
+from wazuhcluster.agents.clientkeys import AgentKey
+from wazuhcluster.agents.status import AgentState, RegisteredAgent, RegisteredAgents, ReportingNodes
+from wazuhcluster.agents import status as statusModule
 from wazuhcluster.home import WazuhHome
+from wazuhcluster.internal_options import InternalOptions
 from wazuhcluster.protocol.agentcommands import ListAgents, RegistryRefused
 from wazuhcluster.protocol.stream import StreamFailed, StreamRefused, chunksOf
 from wazuhcluster.sync.bundle import BundleWriter
@@ -121,6 +124,66 @@ class ReportingNodesTests(SynchronousTestCase):
         nodes.load()
         self.assertEqual(nodes.nodeOf("web-any", 1, "master"), "master")
         self.assertTrue(logs.has("cannot be read", LogLevel.warn))
+
+
+    def test_anyTimeAndManyNodes(self) -> None:
+        """Times before 1970 or far ahead, and many nodes, come back as recorded, saved or not."""
+        path = os.path.join(os.path.abspath(self.mktemp()), "agent-nodes.json")
+        nodes = ReportingNodes(path)
+        cases = {f"a{i}-any": (f"node{i % 7}", t) for i, t in enumerate((0, -1, -10**18, 2**70, 1_800_000_000_123_456_789))}
+        for name, (node, t) in cases.items():
+            nodes.record(name, node, t)
+        self.assertTrue(nodes.save())
+        again = ReportingNodes(path)
+        again.load()
+        for name, entry in cases.items():
+            self.assertEqual(nodes.recorded(name), entry)
+            self.assertEqual(again.recorded(name), entry)
+
+    def test_namesTableRebuiltWhenFull(self) -> None:
+        """More distinct node names than the table holds: the unused ones are dropped, records kept."""
+        self.patch(statusModule, "_NODE_BITS", 2)
+        self.patch(statusModule, "_NODE_MASK", 3)
+        nodes = ReportingNodes(os.path.join(os.path.abspath(self.mktemp()), "agent-nodes.json"))
+        for i in range(10):
+            nodes.record("web-any", f"node{i}", i)
+            nodes.record("db-any", "node-db", 100 + i)
+        self.assertEqual(nodes.recorded("web-any"), ("node9", 9))
+        self.assertEqual(nodes.recorded("db-any"), ("node-db", 109))
+        nodes.keepOnly({"db-any"})
+        self.assertIsNone(nodes.recorded("web-any"))
+
+
+class RegisteredAgentsTests(SynchronousTestCase):
+    def test_agentsAndStatusNames(self) -> None:
+        agents = [AgentKey("001", "web", "10.0.0.1", KEY), AgentKey("002", "net", "10.0.0.0/24", KEY),
+                  AgentKey("003", "db", "any", KEY)]
+        registered = RegisteredAgents(agents)
+        self.assertEqual(len(registered), 3)
+        self.assertEqual(list(registered), [RegisteredAgent("001", "web", "10.0.0.1"),
+                                            RegisteredAgent("002", "net", "10.0.0.0/24"),
+                                            RegisteredAgent("003", "db", "any")])
+        self.assertEqual(registered.statusNames, {"web-10.0.0.1": "web-10.0.0.1", "db-any": "db-any"})
+        self.assertEqual(list(RegisteredAgents()), [])
+
+
+class MasterKeepsRegistryNamesTests(SynchronousTestCase):
+    def test_recordsShareTheRegistrysNames(self) -> None:
+        """A status's name, received from a worker, is kept as the registry's copy of it."""
+        home = os.path.abspath(self.mktemp())
+        for folder in ("etc", "queue/agent-info", "queue/cluster"):
+            os.makedirs(os.path.join(home, folder))
+        with open(os.path.join(home, "etc", "client.keys"), "wb") as f:
+            f.write(AgentKey("001", "web", "10.0.0.1", KEY).line())
+        master = MasterAgentInfo(WazuhHome(home), InternalOptions(), Clock(), "master", lambda c: True)
+        received = "".join(["web-", "10.0.0.1"])  # a string of its own, as decoded from a stream
+        counts = master._applyBlocking("node02", [(received, NOW - 5, keepAliveText("web", "10.0.0.1")),
+                                                  ("db-any", NOW - 5, b"x")], NOW)
+        self.assertEqual((counts["written"], counts["unknown"]), (1, 1))
+        kept = next(iter(master.nodes._records))
+        self.assertEqual(kept, received)
+        self.assertIs(kept, master.registered.statusNames()["web-10.0.0.1"])
+        self.assertEqual(master.nodes.recorded("web-10.0.0.1"), ("node02", round((NOW - 5) * 1e9)))
 
 
 class AgentInfoTests(SynchronousTestCase):

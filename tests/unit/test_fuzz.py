@@ -906,7 +906,7 @@ class StatusInboxFuzz(SynchronousTestCase):
                 os.makedirs(os.path.join(home, folder))
             before = treeSnapshot(base)
             master = MasterAgentInfo(WazuhHome(home), InternalOptions(), Clock(), "master", lambda c: True)
-            master.registered.byStatusName = lambda: dict.fromkeys(allNames)  # type: ignore[method-assign]
+            master.registered.statusNames = lambda: {n: n for n in allNames}  # type: ignore[method-assign]
             master._applyBlocking("node02", statuses, 1_700_000_000.0)
             after = treeSnapshot(base)
             changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}

@@ -144,6 +144,28 @@ class ScanTests(ScanTestCase):
         entry = self.scanner(home).scan().files["etc/rules/r.xml"]
         self.assertEqual(entry.mtime, 1_700_000_000_123_456_789 / 1e9)
 
+    def test_times_beyond_64_bits_of_nanoseconds(self) -> None:
+        """
+        A file dated before 1678 or after 2261 (as far as the file system
+        keeps it) is listed with its time, and reused by the next walk.
+        """
+        files = {"etc/rules/late.xml": b"late", "etc/rules/early.xml": b"early", "etc/rules/now.xml": b"now"}
+        home = self.home(files)
+        for relpath, ns in (("etc/rules/late.xml", 2**63 + 10**18), ("etc/rules/early.xml", -(2**63) - 10**18)):
+            try:
+                os.utime(os.path.join(home, relpath), ns=(0, ns))
+            except (OSError, OverflowError):
+                pass  # not on this file system: the time it keeps is checked all the same
+        scanner = self.scanner(home)
+        first = scanner.scan()
+        self.assertFiles(home, first, files)
+        for relpath in files:
+            self.assertEqual(first.files[relpath].mtime, os.lstat(os.path.join(home, relpath)).st_mtime_ns / 1e9)
+        second = scanner.scan()
+        self.assertEqual((second.hashed, second.reused), (0, len(files)))
+        self.assertEqual(dict(second.files), dict(first.files))
+        self.assertEqual(second.digest, first.digest)
+
     def test_missing_home(self) -> None:
         """A home without any of the folders scans to nothing."""
         result = self.scanner(self.folder()).scan()
@@ -158,6 +180,22 @@ class ScanTests(ScanTestCase):
             files["etc/rules/x"] = FileEntry(md5(b""), 0.0, 0)  # type: ignore[index]
 
         self.assertRaises(TypeError, change)
+
+    def test_files_as_a_mapping(self) -> None:
+        """The files read as a mapping of entries: lookups, misses, subsets, equality with a dict."""
+        home = self.home()
+        files = self.scanner(home).scan().files
+        entry = files["etc/rules/local_rules.xml"]
+        self.assertEqual(entry, FileEntry(md5(SYNCHRONISED["etc/rules/local_rules.xml"]), entry.mtime,
+                                          len(SYNCHRONISED["etc/rules/local_rules.xml"])))
+        self.assertEqual(files.get("etc/rules/local_rules.xml"), entry)
+        self.assertIsNone(files.get("etc/rules/missing.xml"))
+        self.assertNotIn("etc/rules/missing.xml", files)
+        self.assertRaises(KeyError, lambda: files["etc/rules/missing.xml"])
+        self.assertEqual(files, dict(files.items()))
+        some = ["etc/client.keys", "queue/agent-groups/001"]
+        self.assertEqual(dict(files.subset(some)), {p: files[p] for p in some})
+        self.assertEqual(len(files.subset([])), 0)
 
     def test_large_file_in_blocks(self) -> None:
         """A file many blocks long is hashed in blocks, completely."""

@@ -45,10 +45,10 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from ..agents.agentinfo import AGENT_INFO_FOLDER, MAX_STATUS_SIZE, parseStatusFileName, statusFileName
-from ..agents.clientkeys import AgentKey, readClientKeys
+from ..agents.clientkeys import readClientKeys
 from ..agents.registry import AgentRegistry
 from ..agents.statuscounts import StatusCounts
-from ..agents.status import AgentRecord, AgentState, ReportingNodes, activeByNode, listAgents
+from ..agents.status import AgentRecord, AgentState, RegisteredAgents, ReportingNodes, activeByNode, listAgents
 from ..files import writeFileAtomically
 from ..home import WazuhHome
 from ..internal_options import InternalOptions
@@ -154,8 +154,7 @@ class _RegisteredAgents:
     def __init__(self, path: str) -> None:
         self.path = path
         self._identity: tuple[int, int, int] | None = None
-        self._agents: tuple[AgentKey, ...] = ()
-        self._byStatusName: dict[str, AgentKey] = {}
+        self._agents = RegisteredAgents()
 
     def _refresh(self) -> None:
         try:
@@ -164,21 +163,17 @@ class _RegisteredAgents:
         except FileNotFoundError:
             identity = (0, 0, 0)
         if identity != self._identity:
-            agents = readClientKeys(self.path).agents
-            byStatusName = {
-                name: agent for agent in agents if (name := statusFileName(agent.name, agent.ip)) is not None
-            }
-            self._agents, self._byStatusName, self._identity = agents, byStatusName, identity
+            self._agents, self._identity = RegisteredAgents(readClientKeys(self.path).agents), identity
 
-    def agents(self) -> tuple[AgentKey, ...]:
+    def agents(self) -> RegisteredAgents:
         """The registered agents, in file order (blocking)."""
         self._refresh()
         return self._agents
 
-    def byStatusName(self) -> dict[str, AgentKey]:
-        """The registered agents by status file name (blocking)."""
+    def statusNames(self) -> dict[str, str]:
+        """The status file names of the registered agents, each mapped to itself (blocking)."""
         self._refresh()
-        return self._byStatusName
+        return self._agents.statusNames
 
 
 class MasterAgentInfo(Service):
@@ -273,16 +268,18 @@ class MasterAgentInfo(Service):
         Write the statuses newer than the master's (blocking); each written
         is added to C{changes} as (file name, keep-alive, whether empty).
         """
-        registered = self.registered.byStatusName()
+        registered = self.registered.statusNames()
         folder = self.home.path(AGENT_INFO_FOLDER)
         counts = {"written": 0, "same": 0, "older": 0, "unknown": 0, "future": 0}
         unknown: list[str] = []
         future: list[str] = []
         latest = round(Fraction(now + self.options.agent_info_max_skew) * 1_000_000_000)
-        for fileName, mtime, content in statuses:
-            if fileName not in registered:
+        for receivedName, mtime, content in statuses:
+            # The registry's copy of the name: the record below keeps it.
+            fileName = registered.get(receivedName)
+            if fileName is None:
                 counts["unknown"] += 1
-                unknown.append(fileName)
+                unknown.append(receivedName)
                 continue
             path = os.path.join(folder, fileName)
             try:
@@ -341,7 +338,7 @@ class MasterAgentInfo(Service):
 
         def clean() -> tuple[list[str], list[str]]:
             removed, warnings = self.registry.removeFilesOfUnregistered()
-            self.nodes.keepOnly(self.registered.byStatusName())
+            self.nodes.keepOnly(self.registered.statusNames())
             self.nodes.save(self.clock.seconds())
             return removed, warnings
 

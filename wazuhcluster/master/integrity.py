@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -47,8 +47,8 @@ from ..stats import NodeStats
 from ..sync.bundle import Limits
 from ..sync.compare import Comparison, compare
 from ..sync.digest import BUCKETS, DigestError, TreeDigest, bucketOf
-from ..sync.manifest import FileEntry, ManifestDecoder
-from ..sync.scan import IntegrityScanner, ScanResult
+from ..sync.manifest import ManifestDecoder
+from ..sync.scan import IntegrityScanner, ScanFiles, ScanResult
 from ..sync.stager import Stager
 from .bundlecache import BundleCache
 from ..sync.status import IntegrityStatus
@@ -105,7 +105,7 @@ class MasterIntegrity(Service):
         #: Bumped each time the master's files change.
         self.generation = 0
         #: The paths of each bucket of the current files.
-        self.index = BucketIndex({})
+        self.index = BucketIndex(ScanFiles({}))
         self.bundles = BundleCache(home.path("queue", "cluster"), runInThread)
         self.statuses: dict[str, IntegrityStatus] = {}
         #: The extra-valid paths asked of each worker, until it sends them.
@@ -604,12 +604,12 @@ class BucketIndex:
     check needs them (in a thread; thread-safe), once per generation.
     """
 
-    def __init__(self, files: Mapping[str, FileEntry]) -> None:
+    def __init__(self, files: ScanFiles) -> None:
         self.files = files
         self._lock = threading.Lock()
         self._byBucket: list[list[str]] | None = None
 
-    def select(self, buckets: Iterable[int]) -> dict[str, FileEntry]:
+    def select(self, buckets: Iterable[int]) -> ScanFiles:
         """The entries in C{buckets} (blocking)."""
         with self._lock:
             if self._byBucket is None:
@@ -617,5 +617,5 @@ class BucketIndex:
                 for path in self.files:
                     byBucket[bucketOf(path)].append(path)
                 self._byBucket = byBucket
-        files = self.files
-        return {path: files[path] for bucket in buckets for path in self._byBucket[bucket]}
+        byBucket = self._byBucket
+        return self.files.subset(path for bucket in buckets for path in byBucket[bucket])

@@ -67,13 +67,15 @@ def compare(
     heldFolders = tuple(path for path in unstable if path.endswith("/"))
     missing: list[str] = []
     shared: list[str] = []
-    for path, entry in master.items():
+    # By path: a master entry is looked at only when the worker has the file
+    # too (a scan's entries are made when asked for; a fresh worker has none).
+    for path in master:
         if path in unstable or (heldFolders and path.startswith(heldFolders)):
             continue
         theirs = worker.get(path)
         if theirs is None:
             missing.append(path)
-        elif theirs.md5 != entry.md5:
+        elif theirs.md5 != master[path].md5:
             shared.append(path)
     extra: list[str] = []
     extraValid: list[str] = []
