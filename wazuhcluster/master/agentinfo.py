@@ -44,7 +44,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from ..agents.agentinfo import AGENT_INFO_FOLDER, MAX_STATUS_SIZE, parseStatusFileName, statusFileName
+from ..agents.agentinfo import AGENT_INFO_FOLDER, MAX_STATUS_SIZE, parseStatusFileName
 from ..agents.clientkeys import readClientKeys
 from ..agents.registry import AgentRegistry
 from ..agents.statuscounts import StatusCounts
