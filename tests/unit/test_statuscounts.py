@@ -1,6 +1,6 @@
 """
 L{StatusCounts}: the agents by status it keeps are those a full listing of
-the same files gives, through statuses, time and heap compaction.
+the same files gives, through statuses and time.
 """
 
 from __future__ import annotations
@@ -52,14 +52,13 @@ class StatusCountsTests(SynchronousTestCase):
                 empty = rng.random() < 0.05
                 writeAgentInfo(self.home, name, ip, when=when, pending=empty)
                 changes.append((statusFileName(name, ip), when, empty))
-            counts.update(changes, now)
+            counts.update(changes)
             now += rng.choice((0.0, 1.0, 59.0, 301.0))
             self.assertEqual(counts.counts(now), self.listed(now), f"step {step}")
-        # Many updates of the same few agents: the heap is compacted, the counts stay right.
+        # One agent updated many times stays one agent.
         _, name, ip = self.agents[0]
         for k in range(3000):
-            counts.update([(statusFileName(name, ip), now + k / 1000, False)], now)
-        self.assertLessEqual(len(counts._active), 2 * 151 + 1024)
+            counts.update([(statusFileName(name, ip), now + k / 1000, False)])
         writeAgentInfo(self.home, name, ip, when=now + 2.999)
         self.assertEqual(counts.counts(now + 3), self.listed(now + 3))
         self.assertEqual(counts.counts(now + 700), self.listed(now + 700))
@@ -67,7 +66,7 @@ class StatusCountsTests(SynchronousTestCase):
     def test_invalidated_until_rebuilt(self) -> None:
         counts = StatusCounts(DISCONNECTION)
         self.assertIsNone(counts.builtAt)
-        counts.update([("agent-1-10.1.0.1", NOW, False)], NOW)  # nothing to move yet
+        counts.update([("agent-1-10.1.0.1", NOW, False)])  # nothing to move yet
         counts.rebuild(listAgents(self.home, self.nodes, "master", NOW, DISCONNECTION), NOW)
         self.assertEqual(counts.counts(NOW), {"Active": 1, "Disconnected": 0, "Never connected": 151, "Pending": 0})
         counts.invalidate()

@@ -201,8 +201,9 @@ class MasterAgentInfo(Service):
         self.nodes = ReportingNodes(home.path("queue", "cluster", "agent-nodes.json"))
         self.registered = _RegisteredAgents(self.registry.keysPath)
         self.statuses: dict[str, AgentInfoStatus] = {}
-        #: The agents by status, for the metrics (rebuilt from each listing).
-        self.statusCounts = StatusCounts(options.agent_disconnection_time)
+        #: The agents by status, for the metrics: made at the first scrape,
+        #: then rebuilt from each listing.
+        self.statusCounts: StatusCounts | None = None
         self._applying = DeferredLock()
         #: The node's counters (the builder hands over the node's own).
         self.stats = NodeStats()
@@ -255,7 +256,8 @@ class MasterAgentInfo(Service):
             now = self.clock.seconds()
             changes: list[tuple[str, float, bool]] = []
             counts = await self.runInThread(self._applyBlocking, node, statuses, now, changes)
-            self.statusCounts.update(changes, now)
+            if self.statusCounts is not None:
+                self.statusCounts.update(changes)
             return counts
         finally:
             self._applying.release()
@@ -334,7 +336,8 @@ class MasterAgentInfo(Service):
     def registryChanged(self) -> Deferred[None]:
         """client.keys changed: forget removed agents, remove their files, report bad lines."""
 
-        self.statusCounts.invalidate()
+        if self.statusCounts is not None:
+            self.statusCounts.invalidate()
 
         def clean() -> tuple[list[str], list[str]]:
             removed, warnings = self.registry.removeFilesOfUnregistered()
@@ -379,9 +382,9 @@ class MasterAgentInfo(Service):
 
         def made(records: list[AgentRecord]) -> None:
             self._recent[details] = (now, records)
-            built = self.statusCounts.builtAt
-            if built is None or built <= now:
-                self.statusCounts.rebuild(records, now)
+            counts = self.statusCounts
+            if counts is not None and (counts.builtAt is None or counts.builtAt <= now):
+                counts.rebuild(records, now)
             for w in self._making.pop(details, []):
                 w.callback(records)
 
@@ -453,10 +456,12 @@ class MasterAgentInfo(Service):
         after a full listing when the counts were last rebuilt more than
         L{AGENT_COUNTS_RESYNC} seconds ago, or the registry changed since.
         """
-        built = self.statusCounts.builtAt
-        if built is None or self.clock.seconds() - built > AGENT_COUNTS_RESYNC:
+        if self.statusCounts is None:
+            self.statusCounts = StatusCounts(self.options.agent_disconnection_time)
+        counts = self.statusCounts
+        if counts.builtAt is None or self.clock.seconds() - counts.builtAt > AGENT_COUNTS_RESYNC:
             await self.listing()
-        self.stats.metrics.countAgents(self.statusCounts.counts(self.clock.seconds()))
+        self.stats.metrics.countAgents(counts.counts(self.clock.seconds()))
 
     async def activeAgents(self) -> dict[str, int]:
         """How many agents are active on each node, from a listing at most a few seconds old."""
