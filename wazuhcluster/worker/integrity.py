@@ -422,4 +422,6 @@ def _manifestPieces(files: Mapping[str, FileEntry], buckets: frozenset[int]) -> 
     """The manifest of the files in C{buckets}, in pieces (blocking: thousands of paths)."""
     if len(buckets) == BUCKETS:
         return list(encodeManifest(files))
-    return list(encodeManifest({p: e for p, e in files.items() if bucketOf(p) in buckets}))
+    # Paths first, entries only for the chosen few: a scan's files make
+    # each entry when asked (50,000 of them took 90 ms for one bucket).
+    return list(encodeManifest({p: files[p] for p in files if bucketOf(p) in buckets}))
