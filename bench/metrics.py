@@ -34,7 +34,6 @@ Every wait is bounded; every process is stopped and every tree removed.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -182,7 +181,6 @@ def main(args: argparse.Namespace) -> None:
         if cluster is not None:
             cluster.stop()
         dropTree(top)
-        shutil.rmtree(top, ignore_errors=True)
     print("\n\nSUMMARY (wazuhcluster bench/metrics.py)")
     print(results.table())
     for note in results.notes:

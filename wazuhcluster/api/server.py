@@ -53,6 +53,13 @@ def _loadPair(settings: ApiSettings, source: str) -> TLSMaterial:
     return TLSMaterial(key, certificate)
 
 
+def tcpServerEndpoint(reactor: Any, host: str, port: int) -> TCP4ServerEndpoint | TCP6ServerEndpoint:
+    """A TCP endpoint listening on C{host} (an IPv4 or IPv6 address) and C{port}."""
+    if ":" in host:
+        return TCP6ServerEndpoint(reactor, port, interface=host)
+    return TCP4ServerEndpoint(reactor, port, interface=host)
+
+
 def apiService(
     reactor: Any, settings: ApiSettings, home: Any, nodeTLS: TLSMaterial, routes: list[Route],
     metrics: Any = None,
@@ -72,10 +79,7 @@ def apiService(
         factory = TLSMemoryBIOFactory(options, False, site)
     maxConnections = effectiveMaxConnections(limits)
     limiter = ConnectionLimiter(factory, maxConnections, limits.max_connections_per_address, site.throttled)
-    if ":" in settings.host:
-        endpoint = TCP6ServerEndpoint(reactor, settings.port, interface=settings.host)
-    else:
-        endpoint = TCP4ServerEndpoint(reactor, settings.port, interface=settings.host)
+    endpoint = tcpServerEndpoint(reactor, settings.host, settings.port)
     scheme = "https" if settings.https else "http"
     service = _ApiService(endpoint, limiter, f"{scheme}://{settings.host}:{settings.port}", authenticator)
     service._raiseSynchronously = True

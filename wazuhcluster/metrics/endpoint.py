@@ -28,13 +28,13 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ..api.guard import ConnectionLimiter, ThrottledLog
+from ..api.server import tcpServerEndpoint
 from .registry import CONTENT_TYPE, NodeMetrics
 
 __all__ = ["HEADERS_TIMEOUT", "MAX_BODY_BYTES", "MAX_CONNECTIONS", "MAX_PER_ADDRESS", "metricsService"]
@@ -230,12 +230,7 @@ def metricsService(reactor: Any, metrics: NodeMetrics, host: str, port: int) -> 
     """The service listening for Prometheus on C{host}:C{port}, ready to start."""
     site = _MetricsSite(metrics, reactor)
     limiter = _MetricsLimiter(site, MAX_CONNECTIONS, MAX_PER_ADDRESS, site.throttled)
-    if ":" in host:
-        endpoint = TCP6ServerEndpoint(reactor, port, interface=host)
-        where = f"http://[{host}]:{port}/metrics"
-    else:
-        endpoint = TCP4ServerEndpoint(reactor, port, interface=host)
-        where = f"http://{host}:{port}/metrics"
-    service = _MetricsService(endpoint, limiter, where)
+    where = f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
+    service = _MetricsService(tcpServerEndpoint(reactor, host, port), limiter, where)
     service._raiseSynchronously = True
     return service
