@@ -325,8 +325,51 @@ class FleetScaleTests(IntegrityTests):
         self.assertEqual(self.masterIntegrity.stats["integrity_files_sent"], sent)
         self.assertEqual(self.worker.generation, self.masterIntegrity.generation)
 
+    def test_changeSentFromTheAcknowledgedGeneration(self) -> None:
+        """
+        The master changed (a file edited, one added, one removed): the
+        worker's check carries the digest of the generation it holds, so the
+        master sends the difference at once; no manifest crosses, and the
+        status counts what moved.
+        """
+        self.syncedWorker()
+        generation = self.masterIntegrity.generation
+        write(self.masterHome, "etc/rules/local_rules.xml", b"<group name='local'>edited</group>\n")
+        write(self.masterHome, "etc/rules/new_rules.xml", b"<group name='new'/>\n")
+        os.unlink(self.masterHome.path("etc/shared/g7/agent.conf"))
+        self.successResultOf(self.masterIntegrity.recalculate())
+        self.assertEqual(self.masterIntegrity.generation, generation + 1)
+        self.sync()
+        self.assertEqual([kind for kind, _ in self.opened], ["integrity-check"])
+        for relpath in ("etc/rules/local_rules.xml", "etc/rules/new_rules.xml"):
+            self.assertEqual(md5(self.workerHome.path(relpath)), md5(self.masterHome.path(relpath)), relpath)
+        self.assertFalse(os.path.exists(self.workerHome.path("etc/shared/g7/agent.conf")))
+        status = self.masterIntegrity.statusOf("node02")
+        self.assertEqual((status.missing, status.shared, status.extra), (1, 1, 1))
+        self.assertEqual(self.worker.generation, generation + 1)
+        del self.opened[:]
+        self.sync()
+        self.assertEqual([kind for kind, _ in self.opened], ["integrity-check"])
+        self.assertEqual(self.worker.lastResult["written"], 2)
+
+    def test_severalGenerationsBehind(self) -> None:
+        """A worker that missed three changes gets all of them from its one check."""
+        self.syncedWorker()
+        for i in range(3):
+            write(self.masterHome, f"etc/rules/r{i}.xml", f"<group name='r{i}'/>\n".encode())
+            self.successResultOf(self.masterIntegrity.recalculate())
+        self.sync()
+        self.assertEqual([kind for kind, _ in self.opened], ["integrity-check"])
+        for i in range(3):
+            relpath = f"etc/rules/r{i}.xml"
+            self.assertEqual(md5(self.workerHome.path(relpath)), md5(self.masterHome.path(relpath)), relpath)
+        self.assertEqual(self.masterIntegrity.statusOf("node02").missing, 3)
+
     def test_changeListsOnlyItsBucket(self) -> None:
-        """An edit on the master: the worker lists the one bucket that holds it, and gets it."""
+        """
+        A worker whose files are not those of a generation the master
+        remembers lists the one bucket that holds the change, and gets it.
+        """
         from wazuhcluster.sync.digest import bucketOf
 
         self.syncedWorker()
@@ -334,6 +377,7 @@ class FleetScaleTests(IntegrityTests):
         write(self.masterHome, "etc/rules/local_rules.xml", b"<group name='local'>edited</group>\n")
         self.successResultOf(self.masterIntegrity.recalculate())
         self.assertEqual(self.masterIntegrity.generation, generation + 1)
+        self.masterIntegrity.changes.clear()
         self.sync()
         kinds = [kind for kind, _ in self.opened]
         self.assertEqual(kinds, ["integrity-check", "integrity-manifest"])
@@ -341,6 +385,21 @@ class FleetScaleTests(IntegrityTests):
         self.assertEqual(md5(self.workerHome.path("etc/rules/local_rules.xml")),
                          md5(self.masterHome.path("etc/rules/local_rules.xml")))
         self.assertEqual(self.worker.generation, generation + 1)
+
+    def test_driftAndChangeTogether(self) -> None:
+        """
+        A file edited on the worker while the master changed another: the
+        worker's digest is no generation the master had, so it lists what
+        differs, and both files end as the master's.
+        """
+        self.syncedWorker()
+        write(self.workerHome, "etc/lists/blacklist", b"tampered:\n")
+        write(self.masterHome, "etc/rules/local_rules.xml", b"<group name='local'>edited</group>\n")
+        self.successResultOf(self.masterIntegrity.recalculate())
+        self.sync()
+        self.assertEqual([kind for kind, _ in self.opened], ["integrity-check", "integrity-manifest"])
+        for relpath in ("etc/lists/blacklist", "etc/rules/local_rules.xml"):
+            self.assertEqual(md5(self.workerHome.path(relpath)), md5(self.masterHome.path(relpath)), relpath)
 
     def test_driftOnTheWorkerIsRepaired(self) -> None:
         """A file edited, and one deleted, on the worker are found by its own digest and restored."""
@@ -564,7 +623,7 @@ class FleetScaleTests(IntegrityTests):
         # ...so a pass of the named path follows it at once.
         self.assertNoResult(second)
         d, f, args = held.pop()
-        self.assertEqual(f, self.masterIntegrity.scanner.rescan)
+        self.assertEqual(args[1], {"etc/rules/local_rules.xml"})  # the named path, not a walk
         d.callback(f(*args))
         after = self.successResultOf(second)
         self.assertEqual(after.files["etc/rules/local_rules.xml"].md5,

@@ -9,11 +9,14 @@ the workers are told, and sync at once.
 
 A worker's check costs the master next to nothing when the worker is in
 sync: the worker sends the digest of the files it holds (an
-C{integrity-check} stream with no data); equal roots end the check.  Else
-the master answers with the buckets that differ, the worker streams the
-manifest of those buckets only, and the master compares them with its own
-(decoding and comparing in threads), records the counts, answers with
-them, and streams the worker the bundle of the missing and different files
+C{integrity-check} stream with no data); equal roots end the check.  A
+digest of one of the master's recent generations (its L{ChangeLog}) says
+which files the worker holds: only the paths changed since are compared,
+and the transfer starts from the check.  Else the master answers with the
+buckets that differ, the worker streams the manifest of those buckets
+only, and the master compares them with its own (decoding and comparing in
+threads).  Either way it records the counts, answers with them, and
+streams the worker the bundle of the missing and different files
 plus the list of files to delete: built once per (generation, delta) and
 shared by every worker that needs the same (L{BundleCache}).  Files under
 an "extra valid" rule that only the worker has (agent group assignments of
@@ -45,6 +48,7 @@ from ..protocol.mastercommands import IntegrityChanged
 from ..protocol.stream import SinkFactory, chunksOf
 from ..stats import NodeStats
 from ..sync.bundle import Limits
+from ..sync.changelog import ChangeLog
 from ..sync.compare import Comparison, compare
 from ..sync.digest import BUCKETS, DigestError, TreeDigest, bucketOf
 from ..sync.manifest import ManifestDecoder
@@ -67,6 +71,10 @@ CLIENT_KEYS = "etc/client.keys"
 #: Entries a worker's manifest may list beyond twice the master's own files
 #: in the buckets it covers (its extra files, before they are deleted).
 MANIFEST_SLACK = 10_000
+
+#: Seconds between inotify's first event and the rescan of the paths it
+#: named: a file written then renamed into place is one rescan.
+CHANGE_SETTLE = 0.02
 
 #: inotify's flag for an event about a folder, and for a lost queue.
 _IN_ISDIR = 0x40000000
@@ -106,6 +114,9 @@ class MasterIntegrity(Service):
         self.generation = 0
         #: The paths of each bucket of the current files.
         self.index = BucketIndex(ScanFiles({}))
+        #: What the recent generations changed: a worker holding one of them
+        #: is sent the difference without listing its files.
+        self.changes = ChangeLog()
         self.bundles = BundleCache(home.path("queue", "cluster"), runInThread)
         self.statuses: dict[str, IntegrityStatus] = {}
         #: The extra-valid paths asked of each worker, until it sends them.
@@ -175,12 +186,10 @@ class MasterIntegrity(Service):
             return waiter
         self._scanning = [waiter]
         started = self.clock.seconds()
-        if wanted is True or self.current is None:
-            scanning = self.runInThread(self.scanner.scan)
-        else:
-            scanning = self.runInThread(self.scanner.rescan, self.current, wanted)
+        scanning = self.runInThread(self._pass, self.current, None if wanted is True else wanted)
 
-        def done(result: ScanResult) -> None:
+        def done(passed: tuple[ScanResult, list[str] | None]) -> None:
+            result, changed = passed
             previous, self.current = self.current, result
             self.log.debug(
                 "Integrity computed: {n} files, {hashed} hashed, {reused} unchanged, in {t:.3f} s.",
@@ -198,6 +207,8 @@ class MasterIntegrity(Service):
             if previous is None or previous.digest != result.digest or previous.unstable != result.unstable:
                 self.generation += 1
                 self.index = BucketIndex(result.files)
+                if previous is not None and changed:
+                    self.changes.record(previous, changed)
                 if previous is not None:
                     self._notifyWorkers()
             if self.onClientKeysChanged is not None and (
@@ -211,6 +222,20 @@ class MasterIntegrity(Service):
 
         scanning.addCallbacks(done, failed)
         return waiter
+
+    def _pass(self, previous: ScanResult | None, paths: set[str] | None) -> tuple[ScanResult, list[str] | None]:
+        """
+        One scan: of the whole table, or of C{paths} in C{previous}; and the
+        paths whose files changed since C{previous}, when its digest did
+        (blocking).
+        """
+        if paths is None or previous is None:
+            result = self.scanner.scan()
+        else:
+            result = self.scanner.rescan(previous, paths)
+        if previous is None or previous.digest == result.digest:
+            return result, None
+        return result, result.files.changedSince(previous.files, previous.digest.differing(result.digest))
 
     def _passDone(self, fire: Callable[[Deferred], object]) -> None:
         """End the running pass: start the one asked for meanwhile, then fire the waiters."""
@@ -288,7 +313,7 @@ class MasterIntegrity(Service):
                 relpath = os.path.relpath(os.fsdecode(path.path), self.home.root)
                 self._changedPaths.add(relpath)
         if self._pendingRescan is None or not self._pendingRescan.active():
-            self._pendingRescan = self.clock.callLater(0.1, self._rescanChanged)
+            self._pendingRescan = self.clock.callLater(CHANGE_SETTLE, self._rescanChanged)
 
     def _rescanChanged(self) -> None:
         paths, self._changedPaths = self._changedPaths, set()
@@ -307,8 +332,10 @@ class MasterIntegrity(Service):
     async def check(self, connection: Any, info: str) -> str:
         """
         A worker's check: the digest of the files it holds against the
-        master's.  Equal: in sync, and nothing else is done.  Different: the
-        buckets whose files the worker must list.
+        master's.  Equal: in sync, and nothing else is done.  The digest of
+        a recent generation: what changed since is compared, and sent, as
+        if the worker had listed it.  Else: the buckets whose files the
+        worker must list.
         """
         try:
             request = json.loads(info)
@@ -325,7 +352,10 @@ class MasterIntegrity(Service):
         current = self.current if self.current is not None else await self.recalculate()
         differing = current.digest.differing(digest)
         if differing:
-            return json.dumps({"in_sync": False, "generation": self.generation, "buckets": differing})
+            held = self.changes.since(digest)
+            if held is None:
+                return json.dumps({"in_sync": False, "generation": self.generation, "buckets": differing})
+            return await self._sync(connection, _compareChanged, held, current, self.table)
         now = self.clock.seconds()
         status.date_start, status.date_end, status.last_error = now, now, ""
         status.missing = status.shared = status.extra = status.extra_valid = 0
@@ -338,16 +368,25 @@ class MasterIntegrity(Service):
         L{None}) with the master's, start the transfer it needs, and return
         the counts for the worker.
         """
+        if self.current is None:
+            await self.recalculate()
+        return await self._sync(connection, _compareManifest, decoder, buckets, self.index, self.table, self.current)
+
+    async def _sync(self, connection: Any, comparing: Callable[..., Comparison], *args: Any) -> str:
+        """
+        Compare (in a thread: C{comparing(*args)}) the worker's files with the
+        current ones, start the transfer it needs, and return the counts for
+        the worker.
+        """
         name = connection.nodeName
         status = self.statusOf(name)
         if status.running:
             return json.dumps({"busy": True})
         status.running, status.date_start, status.last_error = True, self.clock.seconds(), ""
+        generation = self.generation
         try:
-            current = self.current if self.current is not None else await self.recalculate()
-            generation, index = self.generation, self.index
-            # Tens of thousands of entries: decoded and compared in a thread, like the hashing.
-            comparison = await self.runInThread(_compareManifest, decoder, buckets, index, self.table, current.unstable)
+            # Up to tens of thousands of entries: compared in a thread, like the hashing.
+            comparison = await self.runInThread(comparing, *args)
         except BaseException:
             status.running = False
             self._ended(name, "failed", status.date_start)
@@ -579,15 +618,25 @@ def _buckets(info: str) -> frozenset[int] | None:
 
 def _compareManifest(
     decoder: ManifestDecoder, buckets: frozenset[int] | None, index: "BucketIndex", table: SyncTable,
-    unstable: frozenset[str],
+    current: ScanResult,
 ) -> Comparison:
     """The worker's manifest of C{buckets} against the master's files there (blocking)."""
     theirs = decoder.finish()
     if buckets is None:
-        return compare(index.files, theirs, table, unstable)
+        return compare(index.files, theirs, table, current.unstable)
     # A path outside the buckets asked for is not the worker's to list: left alone.
     theirs = {p: e for p, e in theirs.items() if bucketOf(p) in buckets}
-    return compare(index.select(sorted(buckets)), theirs, table, unstable)
+    return compare(index.select(sorted(buckets)), theirs, table, current.unstable)
+
+
+def _compareChanged(held: dict[str, Any], current: ScanResult, table: SyncTable) -> Comparison:
+    """
+    A worker holding a recent generation against the current files: only
+    the paths changed since can differ (blocking).
+    """
+    theirs = {relpath: entry for relpath, entry in held.items() if entry is not None}
+    ours = current.files.subset(relpath for relpath in held if relpath in current.files)
+    return compare(ours, theirs, table, current.unstable)
 
 def _fireAll(result: Any, waiters: list[Deferred]) -> None:
     """Fire every one of C{waiters} with C{result} (a value or a failure)."""

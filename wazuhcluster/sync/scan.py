@@ -97,6 +97,23 @@ class ScanFiles(Mapping[str, FileEntry]):
         records = self._records
         return ScanFiles({relpath: records[relpath] for relpath in relpaths})
 
+    def changedSince(self, before: "ScanFiles", buckets: Iterable[int]) -> list[str]:
+        """
+        The paths in C{buckets} added, removed or with another content since
+        C{before} (blocking: a look at the bucket byte of every record, and
+        at the MD5 of those in C{buckets}; no entry is made).
+        """
+        wanted = frozenset(buckets)
+        ours, theirs = self._records, before._records
+        changed = [
+            relpath for relpath, record in ours.items()
+            if record[_BUCKET_AT] in wanted and theirs.get(relpath, b"")[_MD5_AT:_LEAF_AT] != record[_MD5_AT:_LEAF_AT]
+        ]
+        changed.extend(
+            relpath for relpath, record in theirs.items() if record[_BUCKET_AT] in wanted and relpath not in ours
+        )
+        return changed
+
 
 def _entryOf(record: bytes) -> FileEntry:
     """The L{FileEntry} a record describes."""

@@ -10,9 +10,10 @@ or deleted here is found) and sends the master the digest of what it
 holds.  (When the master says its files changed, the worker's last scan
 serves, updated with what the last transfer put in place: the worker's own
 edits are found by the timed checks and at joining, which walk the whole
-table.)  In sync: done.  Else the master names the buckets that differ; the
-worker streams the manifest of those buckets only, and then receives the
-bundle the master sends: files written to temporary names as they arrive,
+table.)  In sync: done.  When the worker holds one of the master's recent
+generations, the master knows what differs and sends it at once.  Else
+the master names the buckets that differ; the worker streams the manifest
+of those buckets only.  Then it receives the bundle the master sends: files written to temporary names as they arrive,
 all renamed into place when the bundle is complete, extras deleted, empty
 folders pruned where the table says.  Every path is checked against the
 table before anything is written: a master, even a hostile one, cannot
@@ -199,6 +200,10 @@ class WorkerIntegrity(Service):
                     self.generation = int(check.get("generation", 0))
                     self.log.debug("Files in sync with the master ({n} files).", n=len(scan.files))
                     synced = True
+                elif "transfer" in check:
+                    # The master knew the generation this worker holds: it
+                    # compared what changed since, and is sending it.
+                    synced = await self._takeDifferences(connection, check)
                 else:
                     synced = await self._listDifferences(connection, scan.files, _bucketsOf(check))
                 if synced:
@@ -250,8 +255,13 @@ class WorkerIntegrity(Service):
         if answer.get("busy"):
             self._masterBusy()
             return False
+        return await self._takeDifferences(connection, answer)
+
+    async def _takeDifferences(self, connection: Any, answer: dict[str, Any]) -> bool:
+        """Take what the master's comparison says: the bundle it sends, the files it asks for."""
         if answer.get("in_sync"):
-            self.log.debug("Files in sync with the master ({n} buckets compared).", n=len(buckets))
+            self.generation = int(answer.get("generation", self.generation))
+            self.log.debug("Files in sync with the master.")
         else:
             self.log.info(
                 "Integrity check: {missing} missing, {shared} different, {extra} extra,"
